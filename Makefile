@@ -1,0 +1,54 @@
+# The kit's commands. Each one bootstraps what it needs first (Docker engine, debootstrap,
+# the pinned toolchain in .venv, the test images): see scripts/bootstrap.sh.
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+BIN := $(CURDIR)/.venv/bin
+export PATH := $(BIN):$(PATH)
+export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
+export PY_COLORS := 1
+export ANSIBLE_FORCE_COLOR := 1
+
+APP_SOURCES := app/pyproject.toml $(shell find app/src -name '*.py' 2>/dev/null)
+WHEEL := app/dist/refapp-1.0.0-py3-none-any.whl
+
+.PHONY: help bootstrap wheel demo demo-down test lint unit molecule
+
+help:
+	@echo "make demo       deploy the app onto a local systemd container; serves https://127.0.0.1:8443/"
+	@echo "make demo-down  remove that container"
+	@echo "make test       linters, unit tests, then molecule test (both Debian platforms)"
+
+bootstrap:
+	@bash scripts/bootstrap.sh
+
+$(WHEEL): $(APP_SOURCES) | bootstrap
+	@echo "==> wheel: building $(WHEEL)"
+	@rm -rf app/dist
+	@$(BIN)/pip wheel -q --no-deps --wheel-dir app/dist ./app
+	@test -f $(WHEEL) || { echo "wheel: expected $(WHEEL); is app/pyproject.toml's version 1.0.0?" >&2; exit 1; }
+
+wheel: $(WHEEL)
+
+demo: bootstrap wheel
+	@bash scripts/demo.sh up
+
+demo-down:
+	@bash scripts/demo.sh down
+
+test: bootstrap wheel lint unit molecule
+
+lint:
+	@echo "==> lint: yamllint, ansible-lint (production profile), ruff"
+	yamllint --strict .
+	ansible-lint
+	ruff check .
+	ruff format --check .
+
+unit:
+	@echo "==> unit: the app's tests and gunicorn_conf.py rendering"
+	$(BIN)/pip install -q --no-deps -e ./app
+	pytest -q app/tests tests/unit
+
+molecule:
+	@echo "==> molecule: the default scenario (Debian 12 and 13)"
+	bash scripts/molecule.sh default

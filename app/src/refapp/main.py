@@ -1,0 +1,102 @@
+"""HTTP and WebSocket endpoints of the reference app."""
+
+from __future__ import annotations
+
+import os
+import platform
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request, Response, WebSocket, WebSocketDisconnect
+from fastapi.middleware.gzip import GZipMiddleware
+
+from refapp.runtime import app_version, event_loop_class, http_protocol
+
+GZIP_MINIMUM_SIZE = 1024
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    app.state.ready = True
+    yield
+    app.state.ready = False
+
+
+app = FastAPI(title="refapp", version=app_version(), lifespan=lifespan)
+app.state.ready = False
+app.add_middleware(GZipMiddleware, minimum_size=GZIP_MINIMUM_SIZE)
+
+
+@app.get("/")
+async def index() -> dict[str, str]:
+    return {
+        "app": "refapp",
+        "version": app_version(),
+        "greeting": os.environ.get("REFAPP_GREETING", "hello"),
+    }
+
+
+@app.get("/healthz")
+async def healthz() -> dict[str, str]:
+    """Liveness: the worker answers."""
+    return {"status": "ok"}
+
+
+@app.get("/readyz")
+async def readyz(request: Request, response: Response) -> dict[str, str]:
+    """Readiness: startup has finished, so the worker can take traffic."""
+    if not request.app.state.ready:
+        response.status_code = 503
+        return {"status": "starting", "version": app_version()}
+    return {"status": "ready", "version": app_version()}
+
+
+@app.get("/runtime")
+async def runtime() -> dict[str, Any]:
+    """What serves this request: proves uvloop and httptools are in use."""
+    return {
+        "event_loop": event_loop_class(),
+        "http_protocol": http_protocol(),
+        "pid": os.getpid(),
+        "version": app_version(),
+        "python": platform.python_version(),
+    }
+
+
+@app.get("/request-info")
+async def request_info(request: Request) -> dict[str, Any]:
+    """The request as the app sees it, after the proxy headers were applied."""
+    return {
+        "scheme": request.url.scheme,
+        "url": str(request.url),
+        "host": request.headers.get("host"),
+        "client": request.client.host if request.client else None,
+    }
+
+
+@app.get("/large")
+async def large(items: int = 500) -> dict[str, Any]:
+    """A payload well above the gzip threshold, to exercise compression."""
+    count = max(1, min(items, 10_000))
+    return {
+        "count": count,
+        "items": [{"id": i, "name": f"item-{i}", "tags": ["alpha", "beta"]} for i in range(count)],
+    }
+
+
+@app.websocket("/ws")
+async def websocket_echo(websocket: WebSocket) -> None:
+    """Echo every text or binary message back until the client closes."""
+    await websocket.accept()
+    try:
+        while True:
+            message = await websocket.receive()
+            if message["type"] == "websocket.disconnect":
+                return
+            if message.get("text") is not None:
+                await websocket.send_text(message["text"])
+            elif message.get("bytes") is not None:
+                await websocket.send_bytes(message["bytes"])
+    except WebSocketDisconnect:
+        return
