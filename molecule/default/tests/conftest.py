@@ -1,0 +1,77 @@
+"""Fixtures for the default scenario: where each container's nginx is published, the TLS
+context that trusts its certificate, and a runner for site.yml against one host."""
+
+from __future__ import annotations
+
+import os
+import ssl
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from asgikit_testing.clients import https_client, tls_context
+from asgikit_testing.containers import inventory_name, published_port
+
+REPO = Path(__file__).resolve().parents[3]
+SITE = REPO / "site.yml"
+
+# The layout the roles' defaults produce for asgi_app_name "refapp".
+APP = "refapp"
+SERVICE = f"{APP}.service"
+SOCKET_UNIT = f"{APP}.socket"
+SOCKET_PATH = f"/run/{APP}/gunicorn.sock"
+VENV = f"/opt/{APP}/venv"
+CONFIG_DIR = f"/etc/{APP}"
+ENV_FILE = f"{CONFIG_DIR}/{APP}.env"
+GUNICORN_CONF = f"{CONFIG_DIR}/gunicorn_conf.py"
+CERTIFICATE = f"/etc/nginx/tls/{APP}.crt"
+NGINX_SITE = f"/etc/nginx/sites-available/{APP}.conf"
+
+
+@pytest.fixture
+def container(host: Any) -> str:
+    return inventory_name(host)
+
+
+@pytest.fixture
+def https_port(container: str) -> int:
+    return published_port(container, 443)
+
+
+@pytest.fixture
+def http_port(container: str) -> int:
+    return published_port(container, 80)
+
+
+@pytest.fixture
+def tls(host: Any) -> ssl.SSLContext:
+    """Trusts exactly the host's certificate, which names 127.0.0.1: full verification."""
+    return tls_context(host.file(CERTIFICATE).content_string)
+
+
+@pytest.fixture
+def https(https_port: int, tls: ssl.SSLContext) -> Iterator[httpx.Client]:
+    with https_client(https_port, tls) as client:
+        yield client
+
+
+def run_site(container: str, *args: str, inventory: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """Runs site.yml on one container, as a user would, and returns its output."""
+    inventory = inventory or Path(os.environ["MOLECULE_INVENTORY_FILE"]).parent
+    env = {**os.environ, "ANSIBLE_NOCOLOR": "1", "ANSIBLE_FORCE_COLOR": "0"}
+    return subprocess.run(
+        ["ansible-playbook", "-i", str(inventory), str(SITE), "--limit", container, *args],
+        capture_output=True, text=True, env=env, timeout=600, check=False,
+    )
+
+
+def recap(output: str, container: str) -> dict[str, int]:
+    """The PLAY RECAP counters of one host."""
+    for line in output.splitlines():
+        if line.startswith(container + " ") and "ok=" in line:
+            return {key: int(value) for key, value in (field.split("=") for field in line.split()[2:])}
+    raise AssertionError(f"no PLAY RECAP line for {container} in:\n{output[-3000:]}")

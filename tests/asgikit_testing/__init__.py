@@ -1,0 +1,1 @@
+"""Helpers shared by the kit's test suites: real clients against the project's containers."""

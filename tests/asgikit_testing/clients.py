@@ -1,0 +1,34 @@
+"""Real HTTP/1.1, HTTP/2, TLS and WebSocket clients pointed at 127.0.0.1 published ports."""
+
+from __future__ import annotations
+
+import ssl
+import tempfile
+from pathlib import Path
+
+import httpx
+from websockets.sync.client import ClientConnection, connect
+
+
+def tls_context(ca_pem: str, minimum: ssl.TLSVersion | None = None,
+                maximum: ssl.TLSVersion | None = None) -> ssl.SSLContext:
+    """A context that verifies the server against `ca_pem` (the host's own certificate)."""
+    with tempfile.NamedTemporaryFile("w", suffix=".pem", delete=False) as handle:
+        handle.write(ca_pem)
+    context = ssl.create_default_context(cafile=handle.name)
+    Path(handle.name).unlink()
+    if minimum is not None:
+        context.minimum_version = minimum
+    if maximum is not None:
+        context.maximum_version = maximum
+    return context
+
+
+def https_client(port: int, context: ssl.SSLContext, *, http2: bool = False,
+                 timeout: float = 10.0) -> httpx.Client:
+    return httpx.Client(base_url=f"https://127.0.0.1:{port}", verify=context, http2=http2,
+                        timeout=timeout)
+
+
+def wss_connect(port: int, path: str, context: ssl.SSLContext) -> ClientConnection:
+    return connect(f"wss://127.0.0.1:{port}{path}", ssl=context, open_timeout=10)
