@@ -52,8 +52,9 @@ def _serve(socket_path: Path, *extra: str) -> Iterator[Path]:
 @pytest.fixture
 def uvicorn_socket(tmp_path: Path) -> Iterator[Path]:
     """uvicorn with uvloop and httptools, trusting forwarded headers as the kit configures it."""
-    yield from _serve(tmp_path / "app.sock", "--loop", "uvloop", "--http", "httptools",
-                      "--forwarded-allow-ips", "*")
+    yield from _serve(
+        tmp_path / "app.sock", "--loop", "uvloop", "--http", "httptools", "--forwarded-allow-ips", "*"
+    )
 
 
 @pytest.fixture

@@ -6,10 +6,10 @@ import gzip
 import json
 from pathlib import Path
 
+from conftest import uds_client
 from fastapi.testclient import TestClient
 from websockets.sync.client import unix_connect
 
-from conftest import uds_client
 from refapp.main import GZIP_MINIMUM_SIZE
 
 
@@ -98,10 +98,12 @@ def test_without_forwarded_headers_scheme_is_http(uvicorn_socket: Path) -> None:
 
 
 def test_real_server_gzips_large_payload(uvicorn_socket: Path) -> None:
-    with uds_client(uvicorn_socket) as http:
-        with http.stream("GET", "/large", headers={"Accept-Encoding": "gzip"}) as raw:
-            assert raw.headers["content-encoding"] == "gzip"
-            compressed = b"".join(raw.iter_raw())
+    with (
+        uds_client(uvicorn_socket) as http,
+        http.stream("GET", "/large", headers={"Accept-Encoding": "gzip"}) as raw,
+    ):
+        assert raw.headers["content-encoding"] == "gzip"
+        compressed = b"".join(raw.iter_raw())
     assert json.loads(gzip.decompress(compressed))["count"] == 500
 
 

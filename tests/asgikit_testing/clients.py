@@ -10,8 +10,9 @@ import httpx
 from websockets.sync.client import ClientConnection, connect
 
 
-def tls_context(ca_pem: str, minimum: ssl.TLSVersion | None = None,
-                maximum: ssl.TLSVersion | None = None) -> ssl.SSLContext:
+def tls_context(
+    ca_pem: str, minimum: ssl.TLSVersion | None = None, maximum: ssl.TLSVersion | None = None
+) -> ssl.SSLContext:
     """A context that verifies the server against `ca_pem` (the host's own certificate)."""
     with tempfile.NamedTemporaryFile("w", suffix=".pem", delete=False) as handle:
         handle.write(ca_pem)
@@ -24,10 +25,10 @@ def tls_context(ca_pem: str, minimum: ssl.TLSVersion | None = None,
     return context
 
 
-def https_client(port: int, context: ssl.SSLContext, *, http2: bool = False,
-                 timeout: float = 10.0) -> httpx.Client:
-    return httpx.Client(base_url=f"https://127.0.0.1:{port}", verify=context, http2=http2,
-                        timeout=timeout)
+def https_client(
+    port: int, context: ssl.SSLContext, *, http2: bool = False, timeout: float = 10.0
+) -> httpx.Client:
+    return httpx.Client(base_url=f"https://127.0.0.1:{port}", verify=context, http2=http2, timeout=timeout)
 
 
 def wss_connect(port: int, path: str, context: ssl.SSLContext) -> ClientConnection:

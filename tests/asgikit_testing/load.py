@@ -32,8 +32,15 @@ class LoadResult:
 class BackgroundLoad:
     """GETs `path` from clients made by `make_client`, in `threads` threads."""
 
-    def __init__(self, make_client: Callable[[], httpx.Client], path: str, *, threads: int = 4,
-                 max_requests: int = 50_000, max_seconds: float = 120.0) -> None:
+    def __init__(
+        self,
+        make_client: Callable[[], httpx.Client],
+        path: str,
+        *,
+        threads: int = 4,
+        max_requests: int = 50_000,
+        max_seconds: float = 120.0,
+    ) -> None:
         self._make_client = make_client
         self._path = path
         self._threads = threads

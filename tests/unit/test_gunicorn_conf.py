@@ -21,11 +21,18 @@ GUNICORN = Path(sys.executable).with_name("gunicorn")
 @pytest.fixture(scope="session")
 def rendered(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("gunicorn_conf")
-    env = {**os.environ, "ANSIBLE_NOCOLOR": "1", "ANSIBLE_LOCALHOST_WARNING": "False",
-           "ANSIBLE_INVENTORY_UNPARSED_WARNING": "False"}
+    env = {
+        **os.environ,
+        "ANSIBLE_NOCOLOR": "1",
+        "ANSIBLE_LOCALHOST_WARNING": "False",
+        "ANSIBLE_INVENTORY_UNPARSED_WARNING": "False",
+    }
     result = subprocess.run(
         ["ansible-playbook", str(HERE / "render_gunicorn_conf.yml"), "-e", f"out_dir={out}"],
-        capture_output=True, text=True, env=env, check=False,
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
     return out
@@ -52,8 +59,9 @@ def _workers_under_affinity(path: Path, cpus: set[int]) -> int:
     code = f"exec(open({str(path)!r}).read()); print(workers)"
     setter: Callable[[], None] = lambda: os.sched_setaffinity(0, cpus)  # noqa: E731
     env = {k: v for k, v in os.environ.items() if k != "WEB_CONCURRENCY"}
-    out = subprocess.run([sys.executable, "-c", code], preexec_fn=setter, env=env,
-                         capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-c", code], preexec_fn=setter, env=env, capture_output=True, text=True, check=True
+    ).stdout
     return int(out)
 
 
@@ -85,18 +93,26 @@ def test_settings_are_set_on_purpose(rendered: Path) -> None:
     assert conf["wsgi_app"] == "refapp.main:app"
     assert conf["preload_app"] is False
     assert conf["forwarded_allow_ips"] == "*"
-    assert conf["accesslog"] == "-" and conf["errorlog"] == "-"
+    assert conf["accesslog"] == "-"
+    assert conf["errorlog"] == "-"
     assert conf["control_socket"] == "/run/refapp/control/gunicorn.ctl"
-    assert conf["graceful_timeout"] == 30 and conf["timeout"] == 30
+    assert conf["graceful_timeout"] == 30
+    assert conf["timeout"] == 30
     # nginx's upstream keepalive_timeout is 60 s: the app must hold idle connections longer.
     assert conf["keepalive"] > 60
-    assert conf["max_requests"] == 10000 and conf["max_requests_jitter"] == 1000
+    assert conf["max_requests"] == 10000
+    assert conf["max_requests_jitter"] == 1000
 
 
 def _check_config(path: Path) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if k != "WEB_CONCURRENCY"}
-    return subprocess.run([str(GUNICORN), "--check-config", "--config", str(path)],
-                          capture_output=True, text=True, env=env, check=False)
+    return subprocess.run(
+        [str(GUNICORN), "--check-config", "--config", str(path)],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
 
 
 def test_gunicorn_check_config_accepts_the_rendered_file(rendered: Path) -> None:
@@ -112,9 +128,17 @@ def test_gunicorn_check_config_rejects_an_app_that_does_not_import(rendered: Pat
 
 def test_gunicorn_reads_workers_and_worker_class_from_the_file(rendered: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k != "WEB_CONCURRENCY"}
-    printed = subprocess.run([str(GUNICORN), "--print-config", "--config", str(rendered / "fixed.py")],
-                             capture_output=True, text=True, env=env, check=True).stdout
-    settings = {name.strip(): value.strip() for name, _, value in
-                (line.partition(" = ") for line in printed.splitlines()) if value}
+    printed = subprocess.run(
+        [str(GUNICORN), "--print-config", "--config", str(rendered / "fixed.py")],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=True,
+    ).stdout
+    settings = {
+        name.strip(): value.strip()
+        for name, _, value in (line.partition(" = ") for line in printed.splitlines())
+        if value
+    }
     assert settings["workers"] == "9"
     assert settings["worker_class"] == "uvicorn_worker.UvicornWorker"

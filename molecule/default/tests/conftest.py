@@ -12,7 +12,6 @@ from typing import Any
 
 import httpx
 import pytest
-
 from asgikit_testing.clients import https_client, tls_context
 from asgikit_testing.containers import inventory_name, published_port
 
@@ -65,7 +64,11 @@ def run_site(container: str, *args: str, inventory: Path | None = None) -> subpr
     env = {**os.environ, "ANSIBLE_NOCOLOR": "1", "ANSIBLE_FORCE_COLOR": "0"}
     return subprocess.run(
         ["ansible-playbook", "-i", str(inventory), str(SITE), "--limit", container, *args],
-        capture_output=True, text=True, env=env, timeout=600, check=False,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+        check=False,
     )
 
 

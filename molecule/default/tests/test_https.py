@@ -9,7 +9,6 @@ from typing import Any
 
 import httpx
 import pytest
-
 from asgikit_testing.clients import https_client, tls_context, wss_connect
 from conftest import CERTIFICATE
 

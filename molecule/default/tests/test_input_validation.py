@@ -8,7 +8,6 @@ from typing import Any
 
 import httpx
 import pytest
-
 from conftest import ENV_FILE, GUNICORN_CONF, NGINX_SITE, recap, run_site
 
 
@@ -36,7 +35,8 @@ def test_malformed_variable_fails_validation_before_any_change(
     assert "Validating arguments against arg spec 'validate'" in output
     assert expected in output.split("Validating arguments against arg spec 'validate'", 1)[1]
     counters = recap(result.stdout, container)
-    assert counters["changed"] == 0 and counters["failed"] == 1
+    assert counters["changed"] == 0
+    assert counters["failed"] == 1
     assert _fingerprint(host) == before
 
 
@@ -46,8 +46,7 @@ def test_missing_required_variable_is_named_before_any_change(
     # An inventory with the host but none of the scenario's group_vars: no asgi_app_wheel.
     inventory = tmp_path / "hosts.yml"
     inventory.write_text(
-        "app_servers:\n  hosts:\n"
-        f"    {container}:\n      ansible_connection: community.docker.docker\n"
+        f"app_servers:\n  hosts:\n    {container}:\n      ansible_connection: community.docker.docker\n"
     )
     before = _fingerprint(host)
     result = run_site(container, inventory=inventory)
@@ -77,8 +76,12 @@ def test_config_rejected_by_nginx_leaves_previous_one_serving(
 def test_secrets_never_appear_in_ansible_output(host: Any, container: str) -> None:
     # Check mode with --diff: the env file would change, yet its content must not be shown.
     result = run_site(
-        container, "--check", "--diff", "-v",
-        "--extra-vars", '{"asgi_app_secrets": {"REFAPP_SECRET_TOKEN": "changed-canary-value"}}',
+        container,
+        "--check",
+        "--diff",
+        "-v",
+        "--extra-vars",
+        '{"asgi_app_secrets": {"REFAPP_SECRET_TOKEN": "changed-canary-value"}}',
     )
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-3000:]

@@ -42,5 +42,6 @@ def test_systemctl_reload_keeps_serving_and_replaces_every_worker(
     assert main_pid(host, SERVICE) == master, "reload must not replace the master"
     assert len(new) == expected, f"{len(new)} workers after reload, expected {expected}"
     assert not new & old, f"workers not replaced: {sorted(new & old)}"
-    assert before > 0 and result.total > before, "the load did not run across the reload"
+    assert before > 0, "no load before the reload"
+    assert result.total > before, "the load did not run across the reload"
     assert result.failed == 0, f"failed requests during reload: {dict(result.errors)} {dict(result.statuses)}"

@@ -59,15 +59,30 @@ def test_gunicorn_conf_uses_uvicorn_worker_and_unix_socket(host: Any) -> None:
 
 def test_venv_holds_the_server_stack(host: Any) -> None:
     pip_list = host.check_output(f"{VENV}/bin/pip list --format freeze")
-    for requirement in ("gunicorn==27.0.1", "uvicorn==0.54.0", "uvicorn-worker==0.4.0",
-                        "uvloop==", "httptools==", "refapp==1.0.0"):
+    for requirement in (
+        "gunicorn==27.0.1",
+        "uvicorn==0.54.0",
+        "uvicorn-worker==0.4.0",
+        "uvloop==",
+        "httptools==",
+        "refapp==1.0.0",
+    ):
         assert requirement in pip_list, f"{requirement} missing from the venv"
 
 
 def test_app_user_cannot_write_code_venv_or_config(host: Any) -> None:
-    site_packages = host.check_output(f"{VENV}/bin/python -c 'import refapp, os; print(os.path.dirname(refapp.__file__))'")
-    for path in (f"{VENV}/bin", f"{VENV}/bin/python", site_packages, f"{site_packages}/main.py",
-                 CONFIG_DIR, GUNICORN_CONF, ENV_FILE):
+    site_packages = host.check_output(
+        f"{VENV}/bin/python -c 'import refapp, os; print(os.path.dirname(refapp.__file__))'"
+    )
+    for path in (
+        f"{VENV}/bin",
+        f"{VENV}/bin/python",
+        site_packages,
+        f"{site_packages}/main.py",
+        CONFIG_DIR,
+        GUNICORN_CONF,
+        ENV_FILE,
+    ):
         probe = host.run(f"runuser -u {APP_USER} -- test -w {path}")
         assert probe.rc == 1, f"{APP_USER} can write {path}"
         assert host.run(f"test -e {path}").rc == 0, f"{path} does not exist"
@@ -109,7 +124,9 @@ def test_service_unit_settings(host: Any) -> None:
     assert "KillMode=mixed" in show
     assert "argv[]=/bin/kill -s HUP $MAINPID" in show
     stop_seconds = int(re.search(r"TimeoutStopUSec=(\d+)s", show).group(1))
-    graceful = int(re.search(r"^graceful_timeout = (\d+)$", host.file(GUNICORN_CONF).content_string, re.M).group(1))
+    graceful = int(
+        re.search(r"^graceful_timeout = (\d+)$", host.file(GUNICORN_CONF).content_string, re.M).group(1)
+    )
     assert stop_seconds > graceful
 
 
