@@ -35,7 +35,10 @@ demo: bootstrap wheel
 demo-down:
 	@bash scripts/demo.sh down
 
+REPORTS := .cache/test-results
+
 test: bootstrap wheel lint unit molecule
+	@python3 scripts/test_summary.py $(REPORTS)/unit.xml $(REPORTS)/molecule-default.xml
 
 lint:
 	@echo "==> lint: yamllint, ansible-lint (production profile), ruff"
@@ -47,8 +50,10 @@ lint:
 unit:
 	@echo "==> unit: the app's tests and gunicorn_conf.py rendering"
 	$(BIN)/pip install -q --no-deps -e ./app
-	pytest -q app/tests tests/unit
+	@mkdir -p $(REPORTS) && rm -f $(REPORTS)/unit.xml
+	pytest -q app/tests tests/unit --junitxml=$(REPORTS)/unit.xml
 
 molecule:
 	@echo "==> molecule: the default scenario (Debian 12 and 13)"
+	@mkdir -p $(REPORTS) && rm -f $(REPORTS)/molecule-default.xml
 	bash scripts/molecule.sh default

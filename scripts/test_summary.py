@@ -1,0 +1,32 @@
+"""Adds up the JUnit reports that `make test` writes and prints one closing line:
+`tests: N passed, N failed, N skipped`. Exits 1 when a report is missing or counts a failure."""
+
+from __future__ import annotations
+
+import sys
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+
+def main(paths: list[str]) -> int:
+    passed = failed = skipped = 0
+    for name in paths:
+        path = Path(name)
+        if not path.is_file():
+            print(f"test summary: missing report {path}", file=sys.stderr)
+            return 1
+        root = ET.parse(path).getroot()
+        suites = [root] if root.tag == "testsuite" else root.findall("testsuite")
+        for suite in suites:
+            total = int(suite.get("tests", 0))
+            bad = int(suite.get("failures", 0)) + int(suite.get("errors", 0))
+            skip = int(suite.get("skipped", 0))
+            failed += bad
+            skipped += skip
+            passed += total - bad - skip
+    print(f"tests: {passed} passed, {failed} failed, {skipped} skipped")
+    return 1 if failed or passed == 0 else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
