@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import re
+import ssl
+import time
 from typing import Any
 
+from asgikit_testing.clients import https_client
 from asgikit_testing.containers import child_pids, main_pid, usable_cpus
+from asgikit_testing.load import BackgroundLoad
 from conftest import CONFIG_DIR, ENV_FILE, GUNICORN_CONF, SERVICE, SOCKET_PATH, SOCKET_UNIT, VENV
 
 APP_USER = "refapp"
@@ -32,13 +36,23 @@ def test_socket_is_listened_on_by_systemd(host: Any) -> None:
     assert host.socket(f"unix://{SOCKET_PATH}").is_listening
 
 
-def test_socket_outlives_a_service_restart(host: Any) -> None:
+def test_socket_outlives_a_service_restart_and_no_request_fails(
+    host: Any, https_port: int, tls: ssl.SSLContext
+) -> None:
     inode_before = host.check_output(f"stat -c %i {SOCKET_PATH}")
     master_before = main_pid(host, SERVICE)
-    host.run_test(f"systemctl restart {SERVICE}")
+    with BackgroundLoad(lambda: https_client(https_port, tls), "/healthz", threads=4, max_seconds=90) as load:
+        time.sleep(1.0)
+        host.run_test(f"systemctl restart {SERVICE}")
+        time.sleep(1.0)
+    result = load.result
     assert main_pid(host, SERVICE) != master_before
     assert host.check_output(f"stat -c %i {SOCKET_PATH}") == inode_before
     assert host.service(SOCKET_UNIT).is_running
+    assert result.total > 0
+    assert result.failed == 0, (
+        f"failed requests during restart: {dict(result.errors)} {dict(result.statuses)}"
+    )
 
 
 def test_gunicorn_master_runs_two_per_core_plus_one_workers(host: Any) -> None:
