@@ -6,10 +6,10 @@ import gzip
 import json
 from pathlib import Path
 
-from conftest import uds_client
 from fastapi.testclient import TestClient
 from websockets.sync.client import unix_connect
 
+from conftest import uds_client
 from refapp.main import GZIP_MINIMUM_SIZE
 
 

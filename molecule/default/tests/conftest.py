@@ -12,6 +12,7 @@ from typing import Any
 
 import httpx
 import pytest
+
 from asgikit_testing.clients import https_client, tls_context
 from asgikit_testing.containers import inventory_name, published_port
 

@@ -9,6 +9,7 @@ from typing import Any
 
 import httpx
 import pytest
+
 from asgikit_testing.clients import https_client, tls_context, wss_connect
 from conftest import CERTIFICATE
 
@@ -45,6 +46,15 @@ def test_app_sees_https_scheme_and_client_address(https: httpx.Client, https_por
 def test_client_supplied_forwarded_for_is_replaced_by_nginx(https: httpx.Client) -> None:
     body = https.get("/request-info", headers={"X-Forwarded-For": "203.0.113.9"}).json()
     assert body["client"] != "203.0.113.9"
+
+
+def test_upstream_connections_are_kept_alive_between_plain_requests(https: httpx.Client, host: Any) -> None:
+    for _ in range(50):
+        assert https.get("/healthz").status_code == 200
+    # With keep-alive, idle connections from nginx stay open on the app's socket after the
+    # requests are done; with "Connection: close" to the upstream, none would remain.
+    idle = host.check_output("ss -xH state connected | grep -c /run/refapp/gunicorn.sock || true")
+    assert int(idle) >= 1
 
 
 def test_http_redirects_to_https_with_path_and_query(http_port: int) -> None:

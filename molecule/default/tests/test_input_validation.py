@@ -8,6 +8,7 @@ from typing import Any
 
 import httpx
 import pytest
+
 from conftest import ENV_FILE, GUNICORN_CONF, NGINX_SITE, recap, run_site
 
 

@@ -5,7 +5,10 @@ from __future__ import annotations
 import re
 import ssl
 import time
+import uuid
 from typing import Any
+
+import httpx
 
 from asgikit_testing.clients import https_client
 from asgikit_testing.containers import child_pids, main_pid, usable_cpus
@@ -144,6 +147,13 @@ def test_service_unit_settings(host: Any) -> None:
     assert stop_seconds > graceful
 
 
-def test_service_logs_reach_the_journal(host: Any) -> None:
-    journal = host.check_output(f"journalctl -u {SERVICE} --no-pager -n 200 -o cat")
-    assert "Booting worker" in journal or "Started server process" in journal
+def test_access_and_error_logs_reach_the_journal(host: Any, https: httpx.Client) -> None:
+    marker = f"journal-probe-{uuid.uuid4().hex}"
+    assert https.get(f"/{marker}").status_code == 404
+    journal = f"journalctl -u {SERVICE} --no-pager -o cat"
+    # The access log (stdout) has the request; the error log (stderr) has worker boots.
+    deadline = time.monotonic() + 10
+    while host.run(f"{journal} | grep -qF {marker}").rc != 0:
+        assert time.monotonic() < deadline, f"{marker} never reached the journal"
+        time.sleep(0.5)
+    assert host.run(f"{journal} | grep -q 'Booting worker with pid'").rc == 0

@@ -1,0 +1,85 @@
+"""nginx_tls_mode: provided installs the user's certificate and key; switching back to
+selfsigned makes a fresh self-signed one. Both runs go through site.yml."""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+import json
+import ssl
+from pathlib import Path
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from asgikit_testing.clients import https_client, tls_context
+from conftest import CERTIFICATE, recap, run_site
+
+
+def make_certificate(directory: Path) -> tuple[Path, Path, str]:
+    """A certificate for localhost and 127.0.0.1, signed by its own key, as files."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "provided.test")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=2))
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+            ),
+            critical=False,
+        )
+        .sign(key, hashes.SHA256())
+    )
+    pem = cert.public_bytes(serialization.Encoding.PEM).decode()
+    cert_path, key_path = directory / "provided.crt", directory / "provided.key"
+    cert_path.write_text(pem)
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    return cert_path, key_path, pem
+
+
+def served_certificate(port: int) -> str:
+    return ssl.get_server_certificate(("127.0.0.1", port))
+
+
+def test_provided_certificate_is_served_then_selfsigned_again(
+    host: Any, container: str, https_port: int, tmp_path: Path
+) -> None:
+    cert_path, key_path, pem = make_certificate(tmp_path)
+    provided = json.dumps(
+        {
+            "nginx_tls_mode": "provided",
+            "nginx_tls_certificate_src": str(cert_path),
+            "nginx_tls_key_src": str(key_path),
+        }
+    )
+    result = run_site(container, "--extra-vars", provided)
+    assert result.returncode == 0, result.stdout[-3000:]
+    assert recap(result.stdout, container)["changed"] > 0
+    assert str(key_path.read_text()) not in result.stdout  # the key is never printed
+    assert host.file(CERTIFICATE).content_string == pem
+    assert host.file("/etc/nginx/tls/refapp.key").mode == 0o600
+    with https_client(https_port, tls_context(pem)) as client:
+        assert client.get("/healthz").status_code == 200
+
+    result = run_site(container)
+    assert result.returncode == 0, result.stdout[-3000:]
+    selfsigned = host.file(CERTIFICATE).content_string
+    assert selfsigned != pem
+    assert x509.load_pem_x509_certificate(selfsigned.encode()).issuer.rfc4514_string() == "CN=localhost"
+    with https_client(https_port, tls_context(selfsigned)) as client:
+        assert client.get("/healthz").status_code == 200
+    assert ssl.PEM_cert_to_DER_cert(served_certificate(https_port)) == ssl.PEM_cert_to_DER_cert(selfsigned)
