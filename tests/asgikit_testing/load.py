@@ -1,36 +1,83 @@
-"""Bounded background load: a fixed number of threads sending requests until told to stop,
-or until a request or time cap is reached. Every response and error is counted."""
+"""Bounded load against 127.0.0.1: a fixed number of threads sending requests until told to
+stop, or until a request or time cap is reached. Every request is recorded with its start
+time, latency, status and the app version it reported, so that a run can be split into
+phases (steady state, during an operation, after it)."""
 
 from __future__ import annotations
 
+import statistics
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import httpx
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Sample:
+    started: float  # time.monotonic() when the request was sent
+    latency: float  # seconds
+    status: int | None  # None when the request failed without a response
+    error: str | None
+    version: str | None  # the "version" field of a JSON body, when there is one
 
 
 @dataclass
 class LoadResult:
-    statuses: Counter[int] = field(default_factory=Counter)
-    errors: Counter[str] = field(default_factory=Counter)
-    latencies: list[float] = field(default_factory=list)
+    samples: list[Sample] = field(default_factory=list)
+
+    @property
+    def statuses(self) -> Counter[int]:
+        return Counter(s.status for s in self.samples if s.status is not None)
+
+    @property
+    def errors(self) -> Counter[str]:
+        return Counter(s.error for s in self.samples if s.error is not None)
 
     @property
     def total(self) -> int:
-        return sum(self.statuses.values()) + sum(self.errors.values())
+        return len(self.samples)
 
     @property
     def failed(self) -> int:
         """Transport errors plus any response that is not 2xx."""
-        non_2xx = sum(n for status, n in self.statuses.items() if not 200 <= status < 300)
-        return sum(self.errors.values()) + non_2xx
+        return sum(1 for s in self.samples if s.status is None or not 200 <= s.status < 300)
+
+    @property
+    def versions(self) -> Counter[str]:
+        return Counter(s.version for s in self.samples if s.version is not None)
+
+    def between(self, start: float, end: float) -> LoadResult:
+        """The requests sent in [start, end)."""
+        return LoadResult([s for s in self.samples if start <= s.started < end])
+
+    def percentile(self, q: float) -> float:
+        """Latency percentile in milliseconds (0 when there are no samples)."""
+        latencies = sorted(s.latency for s in self.samples)
+        if not latencies:
+            return 0.0
+        if len(latencies) == 1:
+            return latencies[0] * 1000
+        return statistics.quantiles(latencies, n=1000, method="inclusive")[round(q * 10) - 1] * 1000
+
+
+def _version(response: httpx.Response) -> str | None:
+    if not response.headers.get("content-type", "").startswith("application/json"):
+        return None
+    try:
+        body = response.json()
+    except ValueError:
+        return None
+    return body.get("version") if isinstance(body, dict) else None
 
 
 class BackgroundLoad:
-    """GETs `path` from clients made by `make_client`, in `threads` threads."""
+    """GETs `path` with clients made by `make_client`, in `threads` threads."""
 
     def __init__(
         self,
@@ -38,8 +85,8 @@ class BackgroundLoad:
         path: str,
         *,
         threads: int = 4,
-        max_requests: int = 50_000,
-        max_seconds: float = 120.0,
+        max_requests: int = 200_000,
+        max_seconds: float = 300.0,
     ) -> None:
         self._make_client = make_client
         self._path = path
@@ -68,22 +115,98 @@ class BackgroundLoad:
             worker.join(timeout=30)
         return self.result
 
+    def wait_for(self, requests: int, since: float, timeout: float) -> None:
+        """Blocks until `requests` requests were sent after `since`, or `timeout` passes."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and not self._stop.is_set():
+            with self._lock:
+                count = sum(1 for s in self.result.samples if s.started >= since)
+            if count >= requests:
+                return
+            time.sleep(0.2)
+
     def _run(self, deadline: float) -> None:
         with self._make_client() as client:
             while not self._stop.is_set() and time.monotonic() < deadline:
                 with self._lock:
-                    if self.result.total >= self._max_requests:
+                    if len(self.result.samples) >= self._max_requests:
                         return
-                started = time.perf_counter()
+                started = time.monotonic()
+                status: int | None = None
+                error: str | None = None
+                version: str | None = None
                 try:
-                    status: int | None = client.get(self._path).status_code
-                    error = None
+                    response = client.get(self._path)
+                    status, version = response.status_code, _version(response)
                 except httpx.HTTPError as exc:
-                    status, error = None, type(exc).__name__
-                elapsed = time.perf_counter() - started
+                    error = type(exc).__name__
+                sample = Sample(started, time.monotonic() - started, status, error, version)
                 with self._lock:
-                    if status is not None:
-                        self.result.statuses[status] += 1
-                    else:
-                        self.result.errors[str(error)] += 1
-                    self.result.latencies.append(elapsed)
+                    self.result.samples.append(sample)
+
+
+@dataclass
+class OperationRun:
+    """Load split around an operation: before it (steady), from its start until at least
+    `min_requests` were sent and it has returned (operation), and after it returned (after)."""
+
+    steady: LoadResult
+    operation: LoadResult
+    after: LoadResult
+    seconds: dict[str, float]
+
+    def phases(self) -> list[tuple[str, LoadResult, float]]:
+        return [
+            ("steady", self.steady, self.seconds["steady"]),
+            ("operation", self.operation, self.seconds["operation"]),
+            ("after", self.after, self.seconds["after"]),
+        ]
+
+
+def measure(
+    make_client: Callable[[], httpx.Client],
+    path: str,
+    operation: Callable[[], T],
+    *,
+    threads: int = 6,
+    steady_seconds: float = 3.0,
+    min_requests: int = 20_000,
+    after_seconds: float = 2.0,
+    max_seconds: float = 600.0,
+) -> tuple[OperationRun, T]:
+    """Runs `operation` under continuous load and returns the load, phase by phase."""
+    with BackgroundLoad(make_client, path, threads=threads, max_seconds=max_seconds) as load:
+        t0 = time.monotonic()
+        time.sleep(steady_seconds)
+        t1 = time.monotonic()
+        value = operation()
+        t2 = time.monotonic()
+        load.wait_for(min_requests, since=t1, timeout=max(0.0, max_seconds - (t2 - t0)))
+        t3 = max(time.monotonic(), t2)
+        time.sleep(after_seconds)
+        t4 = time.monotonic()
+    result = load.result
+    run = OperationRun(
+        steady=result.between(t0, t1),
+        operation=result.between(t1, t3),
+        after=result.between(t2, t4),
+        seconds={"steady": t1 - t0, "operation": t3 - t1, "after": t4 - t2},
+    )
+    return run, value
+
+
+def report_rows(phases: Iterable[tuple[str, LoadResult, float]]) -> list[str]:
+    """A fixed-width table: one row per (name, result, seconds) phase."""
+    rows = [
+        f"{'phase':<11}{'requests':>10}{'failed':>8}{'non-2xx':>9}{'errors':>8}"
+        f"{'p50 ms':>9}{'p99 ms':>9}{'req/s':>8}  versions"
+    ]
+    for name, result, seconds in phases:
+        non_2xx = sum(n for status, n in result.statuses.items() if not 200 <= status < 300)
+        rate = result.total / seconds if seconds > 0 else 0.0
+        versions = ", ".join(f"{v}: {n}" for v, n in sorted(result.versions.items())) or "-"
+        rows.append(
+            f"{name:<11}{result.total:>10}{result.failed:>8}{non_2xx:>9}{sum(result.errors.values()):>8}"
+            f"{result.percentile(50):>9.1f}{result.percentile(99):>9.1f}{rate:>8.0f}  {versions}"
+        )
+    return rows

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import platform
+import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -59,6 +60,7 @@ async def runtime() -> dict[str, Any]:
         "event_loop": event_loop_class(),
         "http_protocol": http_protocol(),
         "pid": os.getpid(),
+        "hostname": socket.gethostname(),
         "version": app_version(),
         "python": platform.python_version(),
     }

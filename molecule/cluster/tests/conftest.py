@@ -1,0 +1,124 @@
+"""Fixtures for the cluster scenario: the balancer and the app hosts, their published
+ports, the wheels of each release, and runners for the kit's playbooks."""
+
+from __future__ import annotations
+
+import os
+import ssl
+import subprocess
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import testinfra
+
+from asgikit_testing.containers import published_port
+from asgikit_testing.load import OperationRun, measure, report_rows
+from asgikit_testing.wheels import IMPORT_ERROR, NEVER_READY, build_wheel
+
+REPO = Path(__file__).resolve().parents[3]
+BALANCER = "asgikit-lb"
+APP_HOSTS = ("asgikit-app1", "asgikit-app2")
+SERVICE = "refapp.service"
+V1_WHEEL = REPO / "app/dist/refapp-1.0.0-py3-none-any.whl"
+
+# Every test module runs once, against the balancer; app hosts come from `app_hosts`.
+testinfra_hosts = [f"ansible://{BALANCER}"]
+
+
+def inventory() -> Path:
+    return Path(os.environ["MOLECULE_INVENTORY_FILE"]).parent
+
+
+@pytest.fixture(scope="session")
+def app_hosts() -> dict[str, Any]:
+    return {
+        name: testinfra.get_host(f"ansible://{name}", ansible_inventory=str(inventory()))
+        for name in APP_HOSTS
+    }
+
+
+@pytest.fixture(scope="session")
+def wheels(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    out = tmp_path_factory.mktemp("wheels")
+    return {
+        "1.0.0": V1_WHEEL,
+        "2.0.0": build_wheel(out, "2.0.0"),
+        "broken": build_wheel(out, "2.0.1+broken", IMPORT_ERROR),
+        "unready": build_wheel(out, "2.0.2+unready", NEVER_READY),
+    }
+
+
+@dataclass
+class Playbook:
+    returncode: int
+    output: str
+
+
+def run_playbook(name: str, *args: str) -> Playbook:
+    """Runs playbooks/<name>.yml against the scenario's inventory, as an operator would."""
+    env = {**os.environ, "ANSIBLE_NOCOLOR": "1", "ANSIBLE_FORCE_COLOR": "0"}
+    result = subprocess.run(
+        ["ansible-playbook", "-i", str(inventory()), str(REPO / "playbooks" / f"{name}.yml"), *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=900,
+        check=False,
+    )
+    return Playbook(result.returncode, result.stdout + result.stderr)
+
+
+def tls_trusting_any() -> ssl.SSLContext:
+    """The hosts' certificates are self-signed and differ per host; the balancer's is checked
+    in the default scenario. Here only the traffic matters."""
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+def client_for(container: str) -> Callable[[], httpx.Client]:
+    port = published_port(container, 443)
+    context = tls_trusting_any()
+    return lambda: httpx.Client(base_url=f"https://127.0.0.1:{port}", verify=context, timeout=30)
+
+
+@pytest.fixture
+def through_balancer() -> Callable[[], httpx.Client]:
+    return client_for(BALANCER)
+
+
+def under_load(
+    make_client: Callable[[], httpx.Client], operation: Callable[[], Any], min_requests: int = 20_000
+) -> tuple[OperationRun, Any]:
+    """Runs `operation` under continuous load on /readyz and prints the load tool's table."""
+    run, value = measure(make_client, "/readyz", operation, threads=6, min_requests=min_requests)
+    print("\n" + "\n".join(report_rows(run.phases())))
+    return run, value
+
+
+def master_pids(app_hosts: dict[str, Any]) -> dict[str, int]:
+    return {
+        name: int(host.check_output(f"systemctl show --property MainPID --value {SERVICE}"))
+        for name, host in app_hosts.items()
+    }
+
+
+@pytest.fixture
+def on_v1(app_hosts: dict[str, Any], wheels: dict[str, Path]) -> Iterator[None]:
+    """Each test starts (and leaves) the cluster on release 1.0.0."""
+    ensure_version(app_hosts, wheels, "1.0.0")
+    yield
+    ensure_version(app_hosts, wheels, "1.0.0")
+
+
+def ensure_version(app_hosts: dict[str, Any], wheels: dict[str, Path], version: str) -> None:
+    for host in app_hosts.values():
+        if f'"version": "{version}"' not in host.file("/opt/refapp/current/release.json").content_string:
+            result = run_playbook("deploy", "-e", f"asgi_app_wheel={wheels[version]}")
+            assert result.returncode == 0, result.output[-3000:]
+            return
