@@ -16,7 +16,7 @@ WHEEL := app/dist/refapp-1.0.0-py3-none-any.whl
 help:
 	@echo "make demo       deploy the app onto a local systemd container; serves https://127.0.0.1:8443/"
 	@echo "make demo-down  remove that container"
-	@echo "make test       linters, unit tests, then molecule test (both Debian platforms)"
+	@echo "make test       linters, unit tests, then molecule test (default and cluster scenarios)"
 
 bootstrap:
 	@bash scripts/bootstrap.sh
@@ -38,7 +38,8 @@ demo-down:
 REPORTS := .cache/test-results
 
 test: bootstrap wheel lint unit molecule
-	@python3 scripts/test_summary.py $(REPORTS)/unit.xml $(REPORTS)/molecule-default.xml
+	@python3 scripts/test_summary.py $(REPORTS)/unit.xml $(REPORTS)/molecule-default.xml \
+		$(REPORTS)/molecule-cluster.xml
 
 lint:
 	@echo "==> lint: yamllint, ansible-lint (production profile), ruff"
@@ -54,6 +55,6 @@ unit:
 	pytest -q app/tests tests/unit --junitxml=$(REPORTS)/unit.xml
 
 molecule:
-	@echo "==> molecule: the default scenario (Debian 12 and 13)"
-	@mkdir -p $(REPORTS) && rm -f $(REPORTS)/molecule-default.xml
-	bash scripts/molecule.sh default
+	@echo "==> molecule: default (Debian 12 and 13), then cluster (a balancer and two app hosts)"
+	@mkdir -p $(REPORTS) && rm -f $(REPORTS)/molecule-*.xml
+	bash scripts/molecule.sh default cluster

@@ -25,6 +25,7 @@ class Sample:
     status: int | None  # None when the request failed without a response
     error: str | None
     version: str | None  # the "version" field of a JSON body, when there is one
+    retried: bool = False  # sent again after the connection closed before any response
 
 
 @dataclass
@@ -47,6 +48,10 @@ class LoadResult:
     def failed(self) -> int:
         """Transport errors plus any response that is not 2xx."""
         return sum(1 for s in self.samples if s.status is None or not 200 <= s.status < 300)
+
+    @property
+    def retried(self) -> int:
+        return sum(1 for s in self.samples if s.retried)
 
     @property
     def versions(self) -> Counter[str]:
@@ -125,6 +130,23 @@ class BackgroundLoad:
                 return
             time.sleep(0.2)
 
+    def _get(self, client: httpx.Client) -> tuple[int | None, str | None, str | None, bool]:
+        """One GET. Like browsers (RFC 9112, 9.3.1), a GET whose keep-alive connection was
+        closed before any response arrived is sent once more, on a new connection; nginx
+        closes idle connections when it reloads, and a request can cross that close."""
+        retried = False
+        while True:
+            try:
+                response = client.get(self._path)
+            except httpx.RemoteProtocolError as exc:
+                if not retried and "without sending a response" in str(exc):
+                    retried = True
+                    continue
+                return None, type(exc).__name__, None, retried
+            except httpx.HTTPError as exc:
+                return None, type(exc).__name__, None, retried
+            return response.status_code, None, _version(response), retried
+
     def _run(self, deadline: float) -> None:
         with self._make_client() as client:
             while not self._stop.is_set() and time.monotonic() < deadline:
@@ -132,15 +154,8 @@ class BackgroundLoad:
                     if len(self.result.samples) >= self._max_requests:
                         return
                 started = time.monotonic()
-                status: int | None = None
-                error: str | None = None
-                version: str | None = None
-                try:
-                    response = client.get(self._path)
-                    status, version = response.status_code, _version(response)
-                except httpx.HTTPError as exc:
-                    error = type(exc).__name__
-                sample = Sample(started, time.monotonic() - started, status, error, version)
+                status, error, version, retried = self._get(client)
+                sample = Sample(started, time.monotonic() - started, status, error, version, retried)
                 with self._lock:
                     self.result.samples.append(sample)
 
@@ -198,7 +213,7 @@ def measure(
 def report_rows(phases: Iterable[tuple[str, LoadResult, float]]) -> list[str]:
     """A fixed-width table: one row per (name, result, seconds) phase."""
     rows = [
-        f"{'phase':<11}{'requests':>10}{'failed':>8}{'non-2xx':>9}{'errors':>8}"
+        f"{'phase':<11}{'requests':>10}{'failed':>8}{'non-2xx':>9}{'errors':>8}{'retried':>9}"
         f"{'p50 ms':>9}{'p99 ms':>9}{'req/s':>8}  versions"
     ]
     for name, result, seconds in phases:
@@ -207,6 +222,7 @@ def report_rows(phases: Iterable[tuple[str, LoadResult, float]]) -> list[str]:
         versions = ", ".join(f"{v}: {n}" for v, n in sorted(result.versions.items())) or "-"
         rows.append(
             f"{name:<11}{result.total:>10}{result.failed:>8}{non_2xx:>9}{sum(result.errors.values()):>8}"
-            f"{result.percentile(50):>9.1f}{result.percentile(99):>9.1f}{rate:>8.0f}  {versions}"
+            f"{result.retried:>9}{result.percentile(50):>9.1f}{result.percentile(99):>9.1f}{rate:>8.0f}"
+            f"  {versions}"
         )
     return rows

@@ -18,10 +18,12 @@ from conftest import (
     client_for,
     master_pids,
     run_playbook,
+    testinfra_hosts,
     under_load,
 )
 
 pytestmark = pytest.mark.usefixtures("on_v1")
+__all__ = ["testinfra_hosts"]  # testinfra reads it from the test module
 
 
 def deploy_records(host: Any) -> list[dict[str, Any]]:
@@ -188,3 +190,30 @@ def test_balancer_marks_no_app_host_down_after_converge(host: Any) -> None:
             f"server {name}:443 max_fails=1 fail_timeout=5s;\n"
         )
     assert BALANCER in host.check_output("hostname")
+
+
+def test_new_runtime_restarts_behind_the_socket_and_fails_no_request(
+    app_hosts: dict[str, Any], wheels: dict[str, Path], through_balancer: Callable[[], httpx.Client]
+) -> None:
+    # Another uvicorn: the release's runtime differs, so a HUP would keep old server code
+    # in the master; the deploy restarts instead, while the socket unit holds connections.
+    packages = ["gunicorn==27.0.1", "uvicorn[standard]==0.53.0", "uvicorn-worker==0.4.0"]
+    masters = master_pids(app_hosts)
+    run, result = under_load(
+        through_balancer,
+        lambda: run_playbook(
+            "deploy",
+            "-e",
+            f"asgi_app_wheel={wheels['2.0.0']}",
+            "-e",
+            json.dumps({"asgi_app_server_packages": packages}),
+        ),
+    )
+    assert result.returncode == 0, result.output[-3000:]
+    assert "Restart the service; its socket stays open" in result.output
+    after = master_pids(app_hosts)
+    assert all(after[name] != masters[name] for name in APP_HOSTS)
+    assert run.operation.failed == 0, f"{run.operation.errors} {run.operation.statuses}"
+    assert run.after.versions == {"2.0.0": run.after.total}
+    for host in app_hosts.values():
+        assert "uvicorn==0.53.0" in host.check_output("/opt/refapp/current/venv/bin/pip list --format freeze")

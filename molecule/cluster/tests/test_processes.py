@@ -8,9 +8,10 @@ from typing import Any
 import pytest
 
 from asgikit_testing.containers import child_pids
-from conftest import APP_HOSTS, SERVICE, client_for, under_load
+from conftest import APP_HOSTS, SERVICE, client_for, testinfra_hosts, under_load
 
 pytestmark = pytest.mark.usefixtures("on_v1")
+__all__ = ["testinfra_hosts"]  # testinfra reads it from the test module
 HOST = APP_HOSTS[0]
 
 
