@@ -11,9 +11,13 @@ from conftest import BALANCER, REPO, testinfra_hosts
 __all__ = ["testinfra_hosts"]  # testinfra reads it from the test module
 
 
-def run_tool(*args: str) -> subprocess.CompletedProcess[str]:
+def load_around(*command: str, min_requests: int, seconds: float) -> subprocess.CompletedProcess[str]:
+    """Runs the tool against the balancer's port with `command` as the operation."""
+    port = published_port(BALANCER, 443)
+    options = ["--port", str(port), "--insecure", "--steady", str(seconds), "--after", str(seconds)]
+    options += ["--min-requests", str(min_requests)]
     return subprocess.run(
-        [sys.executable, str(REPO / "scripts/load.py"), *args],
+        [sys.executable, str(REPO / "scripts/load.py"), *options, "--", *command],
         capture_output=True,
         text=True,
         timeout=300,
@@ -22,21 +26,7 @@ def run_tool(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_load_tool_prints_phases_and_succeeds_around_a_harmless_command() -> None:
-    port = str(published_port(BALANCER, 443))
-    result = run_tool(
-        "--port",
-        port,
-        "--insecure",
-        "--steady",
-        "1",
-        "--after",
-        "1",
-        "--min-requests",
-        "2000",
-        "--",
-        "sleep",
-        "2",
-    )
+    result = load_around("sleep", "2", min_requests=2000, seconds=1)
     assert result.returncode == 0, result.stdout + result.stderr
     lines = result.stdout.splitlines()
     header = next(i for i, line in enumerate(lines) if line.startswith("phase"))
@@ -48,19 +38,6 @@ def test_load_tool_prints_phases_and_succeeds_around_a_harmless_command() -> Non
 
 
 def test_load_tool_fails_when_the_command_fails() -> None:
-    port = str(published_port(BALANCER, 443))
-    result = run_tool(
-        "--port",
-        port,
-        "--insecure",
-        "--steady",
-        "0.5",
-        "--after",
-        "0.5",
-        "--min-requests",
-        "100",
-        "--",
-        "false",
-    )
+    result = load_around("false", min_requests=100, seconds=0.5)
     assert result.returncode == 1
     assert "operation exit status: 1" in result.stdout
