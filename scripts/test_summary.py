@@ -1,5 +1,7 @@
 """Adds up the JUnit reports that `make test` writes and prints one closing line:
-`tests: N passed, N failed, N skipped`. Exits 1 when a report is missing or counts a failure."""
+`tests: N passed, N failed, N skipped`, after the figures tests recorded (record_property
+"figure") and the names of the tests that failed. Exits 1 when a report is missing or counts
+a failure."""
 
 from __future__ import annotations
 
@@ -10,6 +12,8 @@ from pathlib import Path
 
 def main(paths: list[str]) -> int:
     passed = failed = skipped = 0
+    figures: list[str] = []
+    failures: list[str] = []
     for name in paths:
         path = Path(name)
         if not path.is_file():
@@ -24,6 +28,22 @@ def main(paths: list[str]) -> int:
             failed += bad
             skipped += skip
             passed += total - bad - skip
+            for case in suite.iter("testcase"):
+                name = f"{path.stem}: {case.get('name')}"
+                figures += [
+                    f"  {name}: {prop.get('value')}"
+                    for prop in case.iter("property")
+                    if prop.get("name") == "figure"
+                ]
+                for problem in [*case.findall("failure"), *case.findall("error")]:
+                    message = (problem.get("message") or "").splitlines()
+                    failures.append(f"  {name}: {message[0][:300] if message else problem.tag}")
+    if figures:
+        print("figures:")
+        print("\n".join(figures))
+    if failures:
+        print("failed:")
+        print("\n".join(failures))
     print(f"tests: {passed} passed, {failed} failed, {skipped} skipped")
     return 1 if failed or passed == 0 else 0
 

@@ -1,4 +1,5 @@
-"""Real HTTP/1.1, HTTP/2, TLS and WebSocket clients pointed at 127.0.0.1 published ports."""
+"""Real HTTP/1.1, HTTP/2, TLS and WebSocket clients pointed at 127.0.0.1 published ports
+(or at the addresses of the tests' own containers)."""
 
 from __future__ import annotations
 
@@ -26,9 +27,15 @@ def tls_context(
 
 
 def https_client(
-    port: int, context: ssl.SSLContext, *, http2: bool = False, timeout: float = 10.0
+    port: int,
+    context: ssl.SSLContext,
+    *,
+    http2: bool = False,
+    timeout: float = 10.0,
+    address: str = "127.0.0.1",
 ) -> httpx.Client:
-    return httpx.Client(base_url=f"https://127.0.0.1:{port}", verify=context, http2=http2, timeout=timeout)
+    """A client for 127.0.0.1's published `port`, or for `address` (a test container's own)."""
+    return httpx.Client(base_url=f"https://{address}:{port}", verify=context, http2=http2, timeout=timeout)
 
 
 def wss_connect(port: int, path: str, context: ssl.SSLContext) -> ClientConnection:

@@ -71,11 +71,3 @@ def run_site(container: str, *args: str, inventory: Path | None = None) -> subpr
         timeout=600,
         check=False,
     )
-
-
-def recap(output: str, container: str) -> dict[str, int]:
-    """The PLAY RECAP counters of one host."""
-    for line in output.splitlines():
-        if line.startswith(container + " ") and "ok=" in line:
-            return {key: int(value) for key, value in (field.split("=") for field in line.split()[2:])}
-    raise AssertionError(f"no PLAY RECAP line for {container} in:\n{output[-3000:]}")

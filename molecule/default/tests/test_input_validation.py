@@ -9,7 +9,8 @@ from typing import Any
 import httpx
 import pytest
 
-from conftest import ENV_FILE, GUNICORN_CONF, NGINX_SITE, recap, run_site
+from asgikit_testing.playbooks import recap
+from conftest import ENV_FILE, GUNICORN_CONF, NGINX_SITE, run_site
 
 
 def _fingerprint(host: Any) -> dict[str, str]:

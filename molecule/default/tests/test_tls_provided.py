@@ -16,7 +16,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from asgikit_testing.clients import https_client, tls_context
-from conftest import CERTIFICATE, recap, run_site
+from asgikit_testing.playbooks import recap
+from conftest import CERTIFICATE, run_site
 
 
 def make_certificate(directory: Path) -> tuple[Path, Path, str]:

@@ -1,0 +1,43 @@
+"""Runs the kit's playbooks as an operator does, and reads their PLAY RECAP."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@dataclass
+class Run:
+    returncode: int
+    output: str
+    seconds: float
+
+    def recap(self, host: str) -> dict[str, int]:
+        """The PLAY RECAP counters of one host."""
+        return recap(self.output, host)
+
+
+def recap(output: str, host: str) -> dict[str, int]:
+    """The PLAY RECAP counters of one host."""
+    for line in output.splitlines():
+        if line.startswith(host + " ") and "ok=" in line:
+            return {key: int(value) for key, value in (field.split("=") for field in line.split()[2:])}
+    raise AssertionError(f"no PLAY RECAP line for {host} in:\n{output[-3000:]}")
+
+
+def operator_run(*argv: str, timeout: float = 900) -> Run:
+    """Runs `argv` (e.g. ansible-playbook -i inventories/x site.yml) in the repository the way
+    an operator's shell would: the repository's ansible.cfg, none of the ANSIBLE_* or
+    MOLECULE_* settings of the test runner, no colour."""
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("ANSIBLE_", "MOLECULE_"))}
+    env["ANSIBLE_NOCOLOR"] = "1"
+    started = time.monotonic()
+    result = subprocess.run(
+        list(argv), cwd=REPO, capture_output=True, text=True, env=env, timeout=timeout, check=False
+    )
+    return Run(result.returncode, result.stdout + result.stderr, time.monotonic() - started)

@@ -1,0 +1,67 @@
+"""inventories/example: its secrets are encrypted in the repository, open with the vault
+password README gives for the example, and reach the variables that use them."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+EXAMPLE = REPO / "inventories" / "example"
+VAULT = EXAMPLE / "group_vars" / "app_servers" / "vault.yml"
+# The example's vault password, given in README; a real inventory has its own.
+PASSWORD = "asgikit-example"
+
+
+@pytest.fixture
+def password_file(tmp_path: Path) -> Path:
+    path = tmp_path / "vault_pass"
+    path.write_text(PASSWORD + "\n")
+    return path
+
+
+def ansible(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(list(args), cwd=REPO, capture_output=True, text=True, timeout=120, check=False)
+
+
+def test_the_secrets_file_is_encrypted() -> None:
+    text = VAULT.read_text()
+    assert text.startswith("$ANSIBLE_VAULT;1.1;AES256\n")
+    assert "vault_database_password" not in text
+
+
+def test_the_secrets_reach_the_app_settings(password_file: Path) -> None:
+    result = ansible(
+        "ansible", "-i", str(EXAMPLE), "app1.example.com", "-m", "ansible.builtin.debug",
+        "-a", "var=asgi_app_secrets", "--vault-password-file", str(password_file),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    secrets = json.loads(result.stdout.split("=>", 1)[1])["asgi_app_secrets"]
+    assert secrets["DATABASE_URL"] == "postgresql://shop:example-database-password@db.internal/shop"
+    assert secrets["SESSION_SECRET"] == "example-session-secret-change-me"
+
+
+def test_without_the_password_ansible_refuses_to_read_them() -> None:
+    result = ansible("ansible-inventory", "-i", str(EXAMPLE), "--list")
+    assert result.returncode != 0
+    assert "vault" in (result.stdout + result.stderr).lower()
+
+
+def test_site_yml_parses_with_the_example(password_file: Path) -> None:
+    result = ansible(
+        "ansible-playbook", "-i", str(EXAMPLE), "site.yml", "--syntax-check",
+        "--vault-password-file", str(password_file),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_groups_are_the_ones_site_yml_plays_on(password_file: Path) -> None:
+    result = ansible(
+        "ansible-inventory", "-i", str(EXAMPLE), "--list", "--vault-password-file", str(password_file)
+    )
+    groups = json.loads(result.stdout)
+    assert groups["app_servers"]["hosts"] == ["app1.example.com", "app2.example.com", "app3.example.com"]
+    assert groups["load_balancers"]["hosts"] == ["lb1.example.com"]
