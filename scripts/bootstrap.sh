@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Prepares a bare Debian machine for `make demo` and `make test`, and is safe to run again:
-#   1. Debian packages: the Docker engine and debootstrap;
+#   1. Debian packages: the Docker engine, debootstrap and the SSH client (the ssh scenario);
 #   2. a running Docker engine (an engine that already answers is left alone);
 #   3. the pinned controller toolchain in .venv (reinstalled only when requirements.txt changes);
 #   4. the systemd test images (built from Debian's mirror only when missing).
@@ -16,12 +16,13 @@ as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 need_pkgs=()
 command -v dockerd >/dev/null 2>&1 || need_pkgs+=(docker.io)
 command -v debootstrap >/dev/null 2>&1 || need_pkgs+=(debootstrap)
+command -v ssh >/dev/null 2>&1 || need_pkgs+=(openssh-client)
 if [ "${#need_pkgs[@]}" -gt 0 ]; then
   say "installing Debian packages: ${need_pkgs[*]}"
   as_root apt-get update -q
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${need_pkgs[@]}"
 else
-  say "Debian packages present (dockerd, debootstrap)"
+  say "Debian packages present (dockerd, debootstrap, ssh)"
 fi
 
 if docker info >/dev/null 2>&1; then

@@ -17,8 +17,8 @@ def main(paths: list[str]) -> int:
     for name in paths:
         path = Path(name)
         if not path.is_file():
-            print(f"test summary: missing report {path}", file=sys.stderr)
-            return 1
+            failures.append(f"  {path}: no report (its tests did not run)")
+            continue
         root = ET.parse(path).getroot()
         suites = [root] if root.tag == "testsuite" else root.findall("testsuite")
         for suite in suites:
@@ -45,7 +45,7 @@ def main(paths: list[str]) -> int:
         print("failed:")
         print("\n".join(failures))
     print(f"tests: {passed} passed, {failed} failed, {skipped} skipped")
-    return 1 if failed or passed == 0 else 0
+    return 1 if failed or failures or passed == 0 else 0
 
 
 if __name__ == "__main__":
