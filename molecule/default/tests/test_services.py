@@ -138,7 +138,7 @@ def test_service_unit_settings(host: Any) -> None:
     )
     assert "Type=notify" in show
     assert "Restart=on-failure" in show
-    assert "KillMode=mixed" in show
+    assert "KillMode=control-group" in show
     assert "argv[]=/bin/kill -s HUP $MAINPID" in show
     stop_seconds = int(re.search(r"TimeoutStopUSec=(\d+)s", show).group(1))
     graceful = int(
