@@ -4,6 +4,7 @@ password README gives for the example, and reach the variables that use them."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 from pathlib import Path
 
@@ -24,7 +25,13 @@ def password_file(tmp_path: Path) -> Path:
 
 
 def ansible(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(list(args), cwd=REPO, capture_output=True, text=True, timeout=120, check=False)
+    """Runs an Ansible command from the repository (its ansible.cfg), without colour and
+    without the caller's ANSIBLE_* settings (make exports ANSIBLE_FORCE_COLOR)."""
+    env = {key: value for key, value in os.environ.items() if not key.startswith("ANSIBLE_")}
+    env["ANSIBLE_NOCOLOR"] = "1"
+    return subprocess.run(
+        list(args), cwd=REPO, env=env, capture_output=True, text=True, timeout=120, check=False
+    )
 
 
 def test_the_secrets_file_is_encrypted() -> None:
