@@ -45,3 +45,48 @@ def test_systemctl_reload_keeps_serving_and_replaces_every_worker(
     assert before > 0, "no load before the reload"
     assert result.total > before, "the load did not run across the reload"
     assert result.failed == 0, f"failed requests during reload: {dict(result.errors)} {dict(result.statuses)}"
+
+
+CURRENT = "/opt/refapp/current"
+
+
+def point_current_at(host: Any, target: str) -> None:
+    """Moves the link the way a deploy does: a new link renamed over the old one."""
+    host.run_test(f"ln -sfn {target} {CURRENT}.probe-link && mv -T {CURRENT}.probe-link {CURRENT}")
+
+
+def reload_and_wait(host: Any, master: int) -> set[int]:
+    old = child_pids(host, master)
+    host.run_test(f"systemctl reload {SERVICE}")
+    return wait_for_new_workers(host, master, old, len(old), seconds=40)
+
+
+def test_running_workers_keep_their_release_when_current_moves(
+    host: Any, https_port: int, tls: ssl.SSLContext
+) -> None:
+    """A deploy moves `current` before the HUP. Until their graceful exit, the old workers must
+    read only their own release's files; the HUP's new workers take the new one."""
+    master = main_pid(host, SERVICE)
+    running = host.check_output(f"readlink -f {CURRENT}")
+    with https_client(https_port, tls) as client:
+        version = client.get("/readyz").json()["version"]
+    probe, probe_version = f"{running}-probe", f"{version}+probe"
+    # A copy of the running release whose installed metadata names another version: a release
+    # on disk that differs from what the workers imported only in what a lookup would read.
+    metadata = f"{probe}/venv/lib/python3*/site-packages/refapp-*.dist-info/METADATA"
+    host.run_test(f"rm -rf {probe} && cp -a {running} {probe}")
+    host.run_test(f"sed -i 's/^Version: .*/Version: {probe_version}/' {metadata}")
+    try:
+        point_current_at(host, probe)
+        with https_client(https_port, tls) as client:
+            before_hup = {client.get("/readyz").json()["version"] for _ in range(30)}
+        reload_and_wait(host, master)
+        with https_client(https_port, tls) as client:
+            after_hup = {client.get("/readyz").json()["version"] for _ in range(30)}
+    finally:
+        point_current_at(host, running)
+        reload_and_wait(host, master)
+        host.run_test(f"rm -rf {probe}")
+    assert before_hup == {version}, "a running worker read the release `current` moved to"
+    assert after_hup == {probe_version}, "the workers a HUP starts must load the release `current` points at"
+    assert main_pid(host, SERVICE) == master
