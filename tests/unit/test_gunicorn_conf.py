@@ -142,3 +142,13 @@ def test_gunicorn_reads_workers_and_worker_class_from_the_file(rendered: Path) -
     }
     assert settings["workers"] == "9"
     assert settings["worker_class"] == "uvicorn_worker.UvicornWorker"
+
+
+def test_post_fork_resolves_sys_path_through_links(rendered: Path, tmp_path: Path) -> None:
+    release = tmp_path / "releases" / "1"
+    release.mkdir(parents=True)
+    (tmp_path / "current").symlink_to(release)
+    post_fork = load(rendered / "default.py")["post_fork"]
+    with mock.patch.object(sys, "path", ["", str(tmp_path / "current"), str(release)]):
+        post_fork(None, None)
+        assert sys.path == ["", str(release), str(release)]
