@@ -6,7 +6,10 @@ import ssl
 import time
 from typing import Any
 
-from asgikit_testing.clients import https_client
+import pytest
+from websockets.exceptions import ConnectionClosed
+
+from asgikit_testing.clients import https_client, wss_connect
 from asgikit_testing.containers import child_pids, main_pid, usable_cpus
 from asgikit_testing.load import BackgroundLoad
 from conftest import SERVICE
@@ -90,3 +93,22 @@ def test_running_workers_keep_their_release_when_current_moves(
     assert before_hup == {version}, "a running worker read the release `current` moved to"
     assert after_hup == {probe_version}, "the workers a HUP starts must load the release `current` points at"
     assert main_pid(host, SERVICE) == master
+
+
+def test_reload_closes_open_websockets_with_1012_and_new_ones_work(
+    host: Any, https_port: int, tls: ssl.SSLContext
+) -> None:
+    """What README promises for open WebSockets: the retiring worker closes them with 1012
+    (service restart), through nginx, and a reconnect reaches a new worker."""
+    master = main_pid(host, SERVICE)
+    with wss_connect(https_port, "/ws", tls) as ws:
+        ws.send("before the reload")
+        assert ws.recv(timeout=10) == "before the reload"
+        reload_and_wait(host, master)
+        with pytest.raises(ConnectionClosed) as closed:
+            ws.recv(timeout=30)
+    assert closed.value.rcvd is not None, "the connection was cut without a close frame"
+    assert closed.value.rcvd.code == 1012
+    with wss_connect(https_port, "/ws", tls) as ws:
+        ws.send("after the reload")
+        assert ws.recv(timeout=10) == "after the reload"
