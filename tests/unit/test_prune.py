@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 from pathlib import Path
 
+from asgikit_testing.playbooks import operator_run
+
 HERE = Path(__file__).resolve().parent
-ROLES = HERE.parents[1] / "roles"
 
 
 def release_tree(base: Path, built: list[str], went_live: list[str]) -> None:
@@ -27,18 +27,11 @@ def release_tree(base: Path, built: list[str], went_live: list[str]) -> None:
 
 
 def prune(base: Path, keep: int) -> set[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ANSIBLE_")}
-    env |= {"ANSIBLE_ROLES_PATH": str(ROLES), "ANSIBLE_NOCOLOR": "1", "ANSIBLE_LOCALHOST_WARNING": "False"}
-    env["ANSIBLE_INVENTORY_UNPARSED_WARNING"] = "False"
-    playbook = str(HERE / "prune_releases.yml")
-    result = subprocess.run(
-        ["ansible-playbook", playbook, "-e", f"base_dir={base}", "-e", f"keep={keep}"],
-        capture_output=True,
-        text=True,
-        env=env,
-        check=False,
+    # The repository's ansible.cfg (roles_path) and none of the caller's ANSIBLE_* settings.
+    result = operator_run(
+        "ansible-playbook", str(HERE / "prune_releases.yml"), "-e", f"base_dir={base}", "-e", f"keep={keep}"
     )
-    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.returncode == 0, result.output
     return {path.name for path in (base / "releases").iterdir()}
 
 

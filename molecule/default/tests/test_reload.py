@@ -12,7 +12,7 @@ from websockets.exceptions import ConnectionClosed
 from asgikit_testing.clients import https_client, wss_connect
 from asgikit_testing.containers import child_pids, main_pid, usable_cpus
 from asgikit_testing.load import BackgroundLoad
-from conftest import SERVICE
+from conftest import CURRENT, SERVICE
 
 
 def wait_for_new_workers(host: Any, master: int, old: set[int], expected: int, seconds: float) -> set[int]:
@@ -48,9 +48,6 @@ def test_systemctl_reload_keeps_serving_and_replaces_every_worker(
     assert before > 0, "no load before the reload"
     assert result.total > before, "the load did not run across the reload"
     assert result.failed == 0, f"failed requests during reload: {dict(result.errors)} {dict(result.statuses)}"
-
-
-CURRENT = "/opt/refapp/current"
 
 
 def point_current_at(host: Any, target: str) -> None:
