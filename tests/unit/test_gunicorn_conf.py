@@ -144,11 +144,20 @@ def test_gunicorn_reads_workers_and_worker_class_from_the_file(rendered: Path) -
     assert settings["worker_class"] == "uvicorn_worker.UvicornWorker"
 
 
-def test_post_fork_resolves_sys_path_through_links(rendered: Path, tmp_path: Path) -> None:
+def test_post_fork_pins_sys_path_and_working_directory_to_one_release(
+    rendered: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     release = tmp_path / "releases" / "1"
-    release.mkdir(parents=True)
-    (tmp_path / "current").symlink_to(release)
-    post_fork = load(rendered / "default.py")["post_fork"]
-    with mock.patch.object(sys, "path", ["", str(tmp_path / "current"), str(release)]):
-        post_fork(None, None)
-        assert sys.path == ["", str(release), str(release)]
+    (release / "project").mkdir(parents=True)
+    link = tmp_path / "current"
+    link.symlink_to(release)
+    namespace = load(rendered / "default.py")
+    assert namespace["RELEASE_LINK"] == "/opt/refapp/current"
+    assert namespace["PROJECT_SUBDIR"] == "project"
+    namespace["RELEASE_LINK"] = str(link)
+    monkeypatch.chdir(tmp_path)
+    site = f"{link}/venv/lib/python3/site-packages"
+    with mock.patch.object(sys, "path", ["", str(link), site, "/usr/lib/python3", f"{link}x/other"]):
+        namespace["post_fork"](None, None)
+        assert sys.path == ["", str(release), f"{release}/venv/lib/python3/site-packages", "/usr/lib/python3", f"{link}x/other"]
+    assert Path.cwd() == release / "project"

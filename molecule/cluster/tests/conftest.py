@@ -119,6 +119,6 @@ def on_v1(app_hosts: dict[str, Any], wheels: dict[str, Path]) -> Iterator[None]:
 def ensure_version(app_hosts: dict[str, Any], wheels: dict[str, Path], version: str) -> None:
     for host in app_hosts.values():
         if f'"version": "{version}"' not in host.file("/opt/refapp/current/release.json").content_string:
-            result = run_playbook("deploy", "-e", f"asgi_app_wheel={wheels[version]}")
+            result = run_playbook("deploy", "-e", f"asgi_app_source={wheels[version]}")
             assert result.returncode == 0, result.output[-3000:]
             return

@@ -35,7 +35,7 @@ def test_rolling_deploy_across_the_cluster_fails_no_request(
 ) -> None:
     masters = master_pids(app_hosts)
     run, result = under_load(
-        through_balancer, lambda: run_playbook("deploy", "-e", f"asgi_app_wheel={wheels['2.0.0']}")
+        through_balancer, lambda: run_playbook("deploy", "-e", f"asgi_app_source={wheels['2.0.0']}")
     )
     assert result.returncode == 0, result.output[-3000:]
     assert run.operation.total >= 20_000
@@ -61,7 +61,7 @@ def test_code_deploy_on_one_host_fails_no_request_on_that_host(
     masters = master_pids(app_hosts)
     run, result = under_load(
         client_for(host),
-        lambda: run_playbook("deploy", "--limit", host, "-e", f"asgi_app_wheel={wheels['2.0.0']}"),
+        lambda: run_playbook("deploy", "--limit", host, "-e", f"asgi_app_source={wheels['2.0.0']}"),
     )
     assert result.returncode == 0, result.output[-3000:]
     assert run.operation.total >= 20_000
@@ -74,7 +74,7 @@ def test_broken_release_never_touches_the_running_one(
     app_hosts: dict[str, Any], wheels: dict[str, Path], through_balancer: Callable[[], httpx.Client]
 ) -> None:
     run, result = under_load(
-        through_balancer, lambda: run_playbook("deploy", "-e", f"asgi_app_wheel={wheels['broken']}")
+        through_balancer, lambda: run_playbook("deploy", "-e", f"asgi_app_source={wheels['broken']}")
     )
     assert result.returncode != 0
     assert "Check that the app imports from the release" in result.output
@@ -95,7 +95,7 @@ def test_release_failing_its_health_check_rolls_back_by_itself(
     run, result = under_load(
         through_balancer,
         lambda: run_playbook(
-            "deploy", "-e", f"asgi_app_wheel={wheels['unready']}", "-e", "gunicorn_activation_timeout=10"
+            "deploy", "-e", f"asgi_app_source={wheels['unready']}", "-e", "gunicorn_activation_timeout=10"
         ),
     )
     assert result.returncode != 0
@@ -118,7 +118,7 @@ def test_release_failing_its_health_check_rolls_back_by_itself(
 def test_rollback_returns_to_the_previous_release(
     app_hosts: dict[str, Any], wheels: dict[str, Path], through_balancer: Callable[[], httpx.Client]
 ) -> None:
-    deployed = run_playbook("deploy", "-e", f"asgi_app_wheel={wheels['2.0.0']}")
+    deployed = run_playbook("deploy", "-e", f"asgi_app_source={wheels['2.0.0']}")
     assert deployed.returncode == 0, deployed.output[-3000:]
     masters = master_pids(app_hosts)
     run, result = under_load(through_balancer, lambda: run_playbook("rollback"))
@@ -132,7 +132,7 @@ def test_rollback_returns_to_the_previous_release(
 
 
 def test_rollback_to_a_named_release(app_hosts: dict[str, Any], wheels: dict[str, Path]) -> None:
-    deployed = run_playbook("deploy", "-e", f"asgi_app_wheel={wheels['2.0.0']}")
+    deployed = run_playbook("deploy", "-e", f"asgi_app_source={wheels['2.0.0']}")
     assert deployed.returncode == 0, deployed.output[-3000:]
     v1 = next(r["release"] for r in deploy_records(app_hosts[APP_HOSTS[0]]) if r["version"] == "1.0.0")
     result = run_playbook("rollback", "--limit", APP_HOSTS[0], "-e", f"asgi_app_rollback_to={v1}")
@@ -168,7 +168,7 @@ def test_a_second_deploy_is_refused_while_one_holds_the_lock(
         "mkdir /run/lock/refapp-deploy && echo 'someone since earlier' > /run/lock/refapp-deploy/owner"
     )
     try:
-        result = run_playbook("deploy", "--limit", APP_HOSTS[0], "-e", f"asgi_app_wheel={wheels['2.0.0']}")
+        result = run_playbook("deploy", "--limit", APP_HOSTS[0], "-e", f"asgi_app_source={wheels['2.0.0']}")
     finally:
         host.run_test("rm -rf /run/lock/refapp-deploy")
     assert result.returncode != 0
@@ -204,7 +204,7 @@ def test_new_runtime_restarts_behind_the_socket_and_fails_no_request(
         lambda: run_playbook(
             "deploy",
             "-e",
-            f"asgi_app_wheel={wheels['2.0.0']}",
+            f"asgi_app_source={wheels['2.0.0']}",
             "-e",
             json.dumps({"asgi_app_server_packages": packages}),
         ),

@@ -1,6 +1,6 @@
 """site.yml over SSH, as an operator runs it: `ansible-playbook -i inventories/ssh-lab site.yml`
 as the deploy user with sudo, onto two hosts (Debian 12 and 13) with no route to PyPI
-(wheelhouse mode).
+(the controller builds each release's artifact; the hosts install it offline).
 
 The tests run in file order, each on the state the one before left, as an operator's session
 would: check mode on the fresh hosts, the first run, a second run, check mode again, a deploy.
@@ -116,16 +116,23 @@ def test_the_hosts_serve_the_app_over_https(
         assert client.get("/").headers["strict-transport-security"].startswith("max-age="), name
 
 
-def test_the_releases_came_from_wheelhouses_for_each_python(hosts: dict[str, Any]) -> None:
+def test_the_releases_came_from_artifacts_for_each_python(hosts: dict[str, Any]) -> None:
     for name, host in hosts.items():
         release = host.file("/opt/refapp/current").linked_to
         assert host.file(f"{release}/release.json").exists, name
-        # Installed, then removed from the release; the host kept no index settings.
-        assert not host.file(f"{release}/wheelhouse").exists, name
+        # Installed, then removed from the release; the host holds no index settings.
+        assert not host.file(f"{release}/wheels").exists, name
         assert not host.file("/etc/refapp/pip-ca.pem").exists, name
-        packages = host.check_output(f"{release}/venv/bin/python -m pip list --format=freeze")
-        assert "uvicorn-worker==0.4.0" in packages, name
-        assert "refapp==1.0.0" in packages, name
+        installed = host.check_output(
+            f"{release}/venv/bin/python -c 'import importlib.metadata as m; "
+            "print(*sorted(f\"{d.name}=={d.version}\" for d in m.distributions()))'"
+        ).split()
+        assert "uvicorn-worker==0.4.0" in installed, name
+        assert "refapp==1.0.0" in installed, name
+        # Exactly what the release's requirements pin, every line with a hash.
+        pinned = host.file(f"{release}/requirements.txt").content_string.splitlines()
+        assert all("--hash=sha256:" in line for line in pinned), name
+        assert len(pinned) == len(installed), f"{name}: {pinned} vs {installed}"
         # Compiled wheels made for this host's Python (cp311 on Debian 12, cp313 on 13).
         site_packages = f"{release}/venv/lib/{PYTHONS[name]}/site-packages"
         assert host.file(f"{site_packages}/uvloop").is_directory, name
@@ -161,7 +168,7 @@ def test_deploy_over_ssh_brings_a_new_release(
 ) -> None:
     wheel = build_wheel(tmp_path, "2.0.0")
     run = operator_run(
-        "ansible-playbook", "-i", INVENTORY, "playbooks/deploy.yml", "-e", f"asgi_app_wheel={wheel}"
+        "ansible-playbook", "-i", INVENTORY, "playbooks/deploy.yml", "-e", f"asgi_app_source={wheel}"
     )
     assert_succeeded(run)
     for name, host in hosts.items():
