@@ -37,3 +37,12 @@ def child_pids(host: Any, parent: int) -> set[int]:
 def usable_cpus(host: Any, pid: int) -> int:
     """CPUs `pid` may run on (its affinity), as gunicorn_conf.py counts them."""
     return int(host.check_output(f"python3 -c 'import os; print(len(os.sched_getaffinity({pid})))'"))
+
+
+def installed_distributions(host: Any, venv: str) -> dict[str, str]:
+    """name -> version of every distribution in `venv` (uv makes venvs without pip)."""
+    out = host.check_output(
+        f"{venv}/bin/python -c 'import importlib.metadata as m; "
+        'print(*sorted(f"{d.name}=={d.version}" for d in m.distributions()))\''
+    )
+    return dict(item.split("==", 1) for item in out.split())

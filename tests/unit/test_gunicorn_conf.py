@@ -159,5 +159,11 @@ def test_post_fork_pins_sys_path_and_working_directory_to_one_release(
     site = f"{link}/venv/lib/python3/site-packages"
     with mock.patch.object(sys, "path", ["", str(link), site, "/usr/lib/python3", f"{link}x/other"]):
         namespace["post_fork"](None, None)
-        assert sys.path == ["", str(release), f"{release}/venv/lib/python3/site-packages", "/usr/lib/python3", f"{link}x/other"]
+        assert sys.path == [
+            "",
+            str(release),
+            f"{release}/venv/lib/python3/site-packages",
+            "/usr/lib/python3",
+            f"{link}x/other",
+        ]
     assert Path.cwd() == release / "project"

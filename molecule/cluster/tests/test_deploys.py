@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
+from asgikit_testing.containers import installed_distributions
 from conftest import (
     APP_HOSTS,
     BALANCER,
@@ -216,4 +217,4 @@ def test_new_runtime_restarts_behind_the_socket_and_fails_no_request(
     assert run.operation.failed == 0, f"{run.operation.errors} {run.operation.statuses}"
     assert run.after.versions == {"2.0.0": run.after.total}
     for host in app_hosts.values():
-        assert "uvicorn==0.53.0" in host.check_output("/opt/refapp/current/venv/bin/pip list --format freeze")
+        assert installed_distributions(host, "/opt/refapp/current/venv")["uvicorn"] == "0.53.0"

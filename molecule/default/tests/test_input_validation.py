@@ -45,7 +45,7 @@ def test_malformed_variable_fails_validation_before_any_change(
 def test_missing_required_variable_is_named_before_any_change(
     host: Any, container: str, tmp_path: Path
 ) -> None:
-    # An inventory with the host but none of the scenario's group_vars: no asgi_app_wheel.
+    # An inventory with the host but none of the scenario's group_vars: no asgi_app_source.
     inventory = tmp_path / "hosts.yml"
     inventory.write_text(
         f"app_servers:\n  hosts:\n    {container}:\n      ansible_connection: community.docker.docker\n"
@@ -54,7 +54,7 @@ def test_missing_required_variable_is_named_before_any_change(
     result = run_site(container, inventory=inventory)
     output = result.stdout + result.stderr
     assert result.returncode != 0
-    assert "missing required arguments: asgi_app_wheel" in output
+    assert "missing required arguments: asgi_app_source" in output
     assert recap(result.stdout, container)["changed"] == 0
     assert _fingerprint(host) == before
 

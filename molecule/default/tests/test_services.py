@@ -11,9 +11,9 @@ from typing import Any
 import httpx
 
 from asgikit_testing.clients import https_client
-from asgikit_testing.containers import child_pids, main_pid, usable_cpus
+from asgikit_testing.containers import child_pids, installed_distributions, main_pid, usable_cpus
 from asgikit_testing.load import BackgroundLoad
-from conftest import CONFIG_DIR, ENV_FILE, GUNICORN_CONF, SERVICE, SOCKET_PATH, SOCKET_UNIT, VENV
+from conftest import CONFIG_DIR, CURRENT, ENV_FILE, GUNICORN_CONF, SERVICE, SOCKET_PATH, SOCKET_UNIT, VENV
 
 APP_USER = "refapp"
 
@@ -74,17 +74,24 @@ def test_gunicorn_conf_uses_uvicorn_worker_and_unix_socket(host: Any) -> None:
     assert "preload_app = False" in conf
 
 
-def test_venv_holds_the_server_stack(host: Any) -> None:
-    pip_list = host.check_output(f"{VENV}/bin/pip list --format freeze")
-    for requirement in (
-        "gunicorn==27.0.1",
-        "uvicorn==0.54.0",
-        "uvicorn-worker==0.4.0",
-        "uvloop==",
-        "httptools==",
-        "refapp==1.0.0",
-    ):
-        assert requirement in pip_list, f"{requirement} missing from the venv"
+def test_venv_holds_the_server_stack_and_exactly_the_pinned_distributions(host: Any) -> None:
+    installed = installed_distributions(host, VENV)
+    for name, version in {
+        "gunicorn": "27.0.1",
+        "uvicorn": "0.54.0",
+        "uvicorn-worker": "0.4.0",
+        "refapp": "1.0.0",
+    }.items():
+        assert installed.get(name) == version, f"{name} {installed.get(name)}"
+    assert {"uvloop", "httptools"} <= set(installed)
+    # Every installed distribution is one the release's requirements pin, with hashes.
+    pinned = {}
+    for line in host.file(f"{CURRENT}/requirements.txt").content_string.splitlines():
+        requirement, _, hashes = line.partition(" --hash=sha256:")
+        assert hashes, line
+        name, _, version = requirement.partition("==")
+        pinned[name] = version
+    assert {name.lower().replace("_", "-"): v for name, v in installed.items()} == pinned
 
 
 def test_app_user_cannot_write_code_venv_or_config(host: Any) -> None:

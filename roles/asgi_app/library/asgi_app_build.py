@@ -3,6 +3,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+from ansible.module_utils.asgikit_build import BuildError, build_artifact, build_source, check_python
+from ansible.module_utils.basic import AnsibleModule
+
 DOCUMENTATION = r"""
 module: asgi_app_build
 short_description: Build an asgikit release once, and its artifact once per host platform
@@ -25,11 +30,6 @@ options:
   tools: {type: list, elements: str, default: [], description: Requirements of the kit's host tools (uv).}
   host: {type: str, default: ""}
 """
-
-from pathlib import Path
-
-from ansible.module_utils.asgikit_build import BuildError, build_artifact, build_source, check_python
-from ansible.module_utils.basic import AnsibleModule
 
 
 def main() -> None:

@@ -131,7 +131,9 @@ def run(argv: list[str], cwd: Path | None = None, env: dict[str, str] | None = N
         argv, cwd=cwd, env={**os.environ, **(env or {})}, capture_output=True, text=True, check=False
     )
     if result.returncode != 0:
-        raise BuildError(f"`{' '.join(redact(a) for a in argv[:6])} ...` failed: {tail(result.stderr or result.stdout)}")
+        raise BuildError(
+            f"`{' '.join(redact(a) for a in argv[:6])} ...` failed: {tail(result.stderr or result.stdout)}"
+        )
     return result.stdout
 
 
@@ -171,7 +173,9 @@ def parse_source(spec: str) -> Source:
     if spec.startswith("git+"):
         parts = urlsplit(spec[4:])
         if not parts.scheme or not (parts.netloc or parts.scheme == "file"):
-            raise BuildError(f"{VARIABLE}: '{redact(spec)}' is not a git URL. It must be one of: {SOURCE_FORMS}.")
+            raise BuildError(
+                f"{VARIABLE}: '{redact(spec)}' is not a git URL. It must be one of: {SOURCE_FORMS}."
+            )
         path, ref = parts.path, ""
         if "@" in path:
             path, _, ref = path.rpartition("@")
@@ -190,8 +194,12 @@ def parse_source(spec: str) -> Source:
     if path.is_dir() and (path / "pyproject.toml").is_file():
         return Source("project", str(path.resolve()))
     if path.is_dir():
-        raise BuildError(f"{VARIABLE}: the directory '{spec}' has no pyproject.toml. It must be one of: {SOURCE_FORMS}.")
-    raise BuildError(f"{VARIABLE}: '{redact(spec)}' is none of the source forms. It must be one of: {SOURCE_FORMS}.")
+        raise BuildError(
+            f"{VARIABLE}: the directory '{spec}' has no pyproject.toml. It must be one of: {SOURCE_FORMS}."
+        )
+    raise BuildError(
+        f"{VARIABLE}: '{redact(spec)}' is none of the source forms. It must be one of: {SOURCE_FORMS}."
+    )
 
 
 def checkout(source: Source, cache: Path) -> tuple[Path, str]:
@@ -204,9 +212,13 @@ def checkout(source: Source, cache: Path) -> tuple[Path, str]:
         shutil.rmtree(repo, ignore_errors=True)
         run(["git", "init", "--quiet", "--bare", str(repo)], env=env)
     try:
-        run(["git", "-C", str(repo), "fetch", "--quiet", "--depth", "1", source.location, source.ref], env=env)
+        run(
+            ["git", "-C", str(repo), "fetch", "--quiet", "--depth", "1", source.location, source.ref], env=env
+        )
     except BuildError as error:
-        raise BuildError(f"{VARIABLE}: cannot fetch ref '{source.ref}' of {redact(source.location)}: {error}") from None
+        raise BuildError(
+            f"{VARIABLE}: cannot fetch ref '{source.ref}' of {redact(source.location)}: {error}"
+        ) from None
     commit = run(["git", "-C", str(repo), "rev-parse", "FETCH_HEAD^{commit}"]).strip()
     tree = cache / "git" / "trees" / commit
     if not tree.is_dir():
@@ -221,7 +233,8 @@ def checkout(source: Source, cache: Path) -> tuple[Path, str]:
     if not (project / "pyproject.toml").is_file():
         where = f"'{source.subdirectory}' of " if source.subdirectory else ""
         raise BuildError(
-            f"{VARIABLE}: {where}{redact(source.location)} at {source.ref} ({commit[:12]}) has no pyproject.toml."
+            f"{VARIABLE}: {where}{redact(source.location)} at {source.ref} ({commit[:12]}) "
+            "has no pyproject.toml."
         )
     return project, commit
 
@@ -235,7 +248,9 @@ def read_project(directory: Path) -> Project:
             f"{VARIABLE}: {directory}/pyproject.toml must give [project] name and a static version "
             f"(got name={name!r}, version={version!r})."
         )
-    return Project(directory, name, str(version), meta.get("requires-python", ""), list(meta.get("dependencies", [])))
+    return Project(
+        directory, name, str(version), meta.get("requires-python", ""), list(meta.get("dependencies", []))
+    )
 
 
 def find_lock(project: Path) -> Lock:
@@ -243,19 +258,23 @@ def find_lock(project: Path) -> Lock:
     requirements file pinned with hashes. None is refused."""
     for directory in [project, *project.parents]:
         lock = directory / "uv.lock"
-        if lock.is_file():
-            if directory == project or _is_workspace_root(directory, project):
-                return Lock("uv", lock, directory)
-        if (directory / ".git").exists() or (directory / "pyproject.toml").is_file() and directory != project:
-            if not _is_workspace_root(directory, project):
-                break
+        if lock.is_file() and (directory == project or _is_workspace_root(directory, project)):
+            return Lock("uv", lock, directory)
+        if (
+            (directory / ".git").exists()
+            or ((directory / "pyproject.toml").is_file() and directory != project)
+        ) and not _is_workspace_root(directory, project):
+            break
     pylocks = sorted(project.glob("pylock*.toml"))
     if pylocks:
         return Lock("pylock", pylocks[0], project)
     for name in REQUIREMENTS_LOCKS:
         if (project / name).is_file():
             return Lock("requirements", project / name, project)
-    raise BuildError(f"{VARIABLE}: the project {project} has no lock (uv.lock, pylock.toml or requirements.txt). {LOCK_HELP}")
+    raise BuildError(
+        f"{VARIABLE}: the project {project} has no lock (uv.lock, pylock.toml or requirements.txt). "
+        f"{LOCK_HELP}"
+    )
 
 
 def _is_workspace_root(root: Path, member: Path) -> bool:
@@ -357,7 +376,9 @@ def check_fresh(project: Project, pins: list[Pin], lock: Lock) -> None:
             if requirement.marker is None:
                 problems.append(f"{requirement.name} is not in it")
         elif not requirement.specifier.contains(pinned[name], prereleases=True):
-            problems.append(f"{requirement.name} is pinned to {pinned[name]}, outside '{requirement.specifier}'")
+            problems.append(
+                f"{requirement.name} is pinned to {pinned[name]}, outside '{requirement.specifier}'"
+            )
     if problems:
         raise BuildError(
             f"{VARIABLE}: the lock {lock.path} is out of date with {project.directory}/pyproject.toml: "
@@ -410,7 +431,9 @@ def project_files(directory: Path, declared: list[str]) -> list[Path]:
         if not root.resolve().is_relative_to(directory.resolve()):
             raise BuildError(f"asgi_app_project_files: '{root}' is outside the project {directory}.")
         if not root.exists():
-            raise BuildError(f"asgi_app_project_files: '{root.relative_to(directory)}' does not exist in {directory}.")
+            raise BuildError(
+                f"asgi_app_project_files: '{root.relative_to(directory)}' does not exist in {directory}."
+            )
         if root.is_file():
             files.append(root)
             continue
@@ -498,10 +521,15 @@ def build_source(
         app_pins: list[Pin] = []
         resolve_inputs = [str(wheels / Path(source.location).name)]
     else:
-        assert project is not None and lock is not None
+        assert project is not None
+        assert lock is not None
         app_pins, members = locked_pins(project, lock)
         for target in [directory, *members]:
-            run(uv("build", "--wheel", "--quiet", "--out-dir", str(wheels), str(target)), cwd=lock.root, env=env)
+            run(
+                uv("build", "--wheel", "--quiet", "--out-dir", str(wheels), str(target)),
+                cwd=lock.root,
+                env=env,
+            )
         resolve_inputs = []
         with tarfile.open(staging / "project.tar", "w") as tar:
             for path in files:
@@ -516,10 +544,18 @@ def build_source(
         "name": meta["name"],
         "version": meta["version"],
         "requires_python": meta["requires_python"],
-        "source": {"kind": source_kind, "location": redact(source.location), "ref": source.ref, "commit": commit},
+        "source": {
+            "kind": source_kind,
+            "location": redact(source.location),
+            "ref": source.ref,
+            "commit": commit,
+        },
         "lock": {"kind": lock.kind, "path": str(lock.path)} if lock else {"kind": "resolved", "path": ""},
         "app_wheels": {name: {"file": w.name, "sha256": sha256_file(w)} for name, w in local.items()},
-        "pins": [pin.__dict__ | {"hashes": list(pin.hashes)} for pin in sorted(merged.values(), key=lambda p: p.name)],
+        "pins": [
+            pin.__dict__ | {"hashes": list(pin.hashes)}
+            for pin in sorted(merged.values(), key=lambda p: p.name)
+        ],
         "server_packages": [canonicalize_name(Requirement(p).name) for p in server_packages],
         "python": python,
     }
@@ -546,9 +582,9 @@ def resolve_server_stack(
     result = subprocess.run(argv, env={**os.environ, **env}, capture_output=True, text=True, check=False)
     if result.returncode != 0:
         raise BuildError(
-            f"asgi_app_server_packages: {requirements[: len(requirements)]} cannot be installed beside the "
-            f"versions the app's lock pins: {tail(result.stderr)}. Align asgi_app_server_packages with the lock, "
-            "or add the server packages to the project and lock them."
+            f"asgi_app_server_packages: {requirements} cannot be installed beside the versions the "
+            f"app's lock pins: {tail(result.stderr)}. Align asgi_app_server_packages with the lock, or "
+            "add the server packages to the project and lock them."
         )
     pins, _ = parse_requirements(result.stdout, "server stack")
     return pins
@@ -590,7 +626,11 @@ RUNTIME_PACKAGES = ("gunicorn", "uvicorn", "uvicorn-worker", "uvloop", "httptool
 
 
 def build_artifact(
-    description: dict[str, Any], platform: dict[str, Any], cache: Path, tools: list[str], index_env: dict[str, str]
+    description: dict[str, Any],
+    platform: dict[str, Any],
+    cache: Path,
+    tools: list[str],
+    index_env: dict[str, str],
 ) -> dict[str, Any]:
     """The release's artifact for one host platform: its wheels (hash-checked), the app's
     project files and a manifest, as one tar. Cached per release and platform."""
@@ -622,10 +662,14 @@ def build_artifact(
 
     tool_dir = _ensure(cache / "tools" / key)
     (staging / "tools.txt").write_text("".join(t + "\n" for t in tools))
-    tool_wheels = {canonicalize_name(Requirement(t).name): _find_wheel(tool_dir, Requirement(t)) for t in tools}
+    tool_wheels = {
+        canonicalize_name(Requirement(t).name): _find_wheel(tool_dir, Requirement(t)) for t in tools
+    }
     if not all(tool_wheels.values()):
         download(staging / "tools.txt", tool_dir, platform, index_env, "the kit's tools", hashed=False)
-        tool_wheels = {canonicalize_name(Requirement(t).name): _find_wheel(tool_dir, Requirement(t)) for t in tools}
+        tool_wheels = {
+            canonicalize_name(Requirement(t).name): _find_wheel(tool_dir, Requirement(t)) for t in tools
+        }
 
     versions = {pin.name: pin.version for pin in chosen}
     manifest = {
@@ -642,8 +686,13 @@ def build_artifact(
             "python_version": platform["python_full"],
             "packages": {name: versions[name] for name in RUNTIME_PACKAGES if name in versions},
         },
-        "distributions": {**versions, **{name: line.split()[0].split("==")[1] for name, line in zip(
-            sorted(description["app_wheels"]), app_lines, strict=True)}},
+        "distributions": {
+            **versions,
+            **{
+                name: line.split()[0].split("==")[1]
+                for name, line in zip(sorted(description["app_wheels"]), app_lines, strict=True)
+            },
+        },
         "tools": {name: path.name for name, path in tool_wheels.items() if path},
     }
     (staging / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
@@ -676,7 +725,9 @@ def _find_wheel(directory: Path, requirement: Requirement) -> Path | None:
     return None
 
 
-def fetch_wheels(pins: list[Pin], dest: Path, store: Path, platform: dict[str, Any], index_env: dict[str, str]) -> None:
+def fetch_wheels(
+    pins: list[Pin], dest: Path, store: Path, platform: dict[str, Any], index_env: dict[str, str]
+) -> None:
     """Puts the wheel of each pin into `dest`: from the controller's store of wheels for this
     platform when one there matches a hash the lock gives, else downloaded (pip checks the
     hash) into the store first. Code-only releases so download nothing."""
@@ -685,9 +736,9 @@ def fetch_wheels(pins: list[Pin], dest: Path, store: Path, platform: dict[str, A
     def stored(pin: Pin) -> Path | None:
         for path in store.glob("*.whl"):
             name, version, _, _ = parse_wheel_filename(path.name)
-            if name == pin.name and str(version) == str(Version(pin.version)):
-                if f"sha256:{sha256_file(path)}" in pin.hashes:
-                    return path
+            same = name == pin.name and str(version) == str(Version(pin.version))
+            if same and f"sha256:{sha256_file(path)}" in pin.hashes:
+                return path
         return None
 
     missing = [pin for pin in pins if stored(pin) is None]
@@ -698,7 +749,10 @@ def fetch_wheels(pins: list[Pin], dest: Path, store: Path, platform: dict[str, A
     for pin in pins:
         path = stored(pin)
         if path is None:
-            raise BuildError(f"{VARIABLE}: no wheel of {pin.name}=={pin.version} matching its lock's hashes was downloaded.")
+            raise BuildError(
+                f"{VARIABLE}: no wheel of {pin.name}=={pin.version} matching its lock's hashes "
+                "was downloaded."
+            )
         shutil.copy2(path, dest / path.name)
 
 
@@ -707,7 +761,12 @@ def _wheel_version(filename: str) -> str:
 
 
 def download(
-    requirements: Path, dest: Path, platform: dict[str, Any], index_env: dict[str, str], what: str, hashed: bool = True
+    requirements: Path,
+    dest: Path,
+    platform: dict[str, Any],
+    index_env: dict[str, str],
+    what: str,
+    hashed: bool = True,
 ) -> None:
     """pip download of exactly these pins, as wheels for the host's Python and platform tags."""
     argv = [
@@ -720,7 +779,9 @@ def download(
     ]  # fmt: skip
     if hashed:
         argv.insert(5, "--require-hashes")
-    result = subprocess.run(argv, env={**os.environ, **index_env}, capture_output=True, text=True, check=False)
+    result = subprocess.run(
+        argv, env={**os.environ, **index_env}, capture_output=True, text=True, check=False
+    )
     if result.returncode != 0:
         message = tail(result.stderr, 20)
         if "DO NOT MATCH THE HASHES" in result.stderr or "hash" in message.lower():
@@ -729,6 +790,7 @@ def download(
                 f"installed: {message}"
             )
         raise BuildError(
-            f"{VARIABLE}: {what} have no wheel for Python {platform['python']} on {platform['platforms'][0]}, "
+            f"{VARIABLE}: {what} have no wheel for Python {platform['python']} "
+            f"on {platform['platforms'][0]}, "
             f"or the index cannot be reached: {message}"
         )
