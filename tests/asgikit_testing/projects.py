@@ -4,6 +4,7 @@ file with hashes, one locked with a pylock.toml, and a git repository holding th
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sys
@@ -79,3 +80,13 @@ def git_repository(directory: Path, version: str, tag: str) -> str:
     subprocess.run([*git, "commit", "--quiet", "-m", f"app {version}"], check=True)
     subprocess.run([*git, "tag", tag], check=True)
     return f"git+file://{directory}@{tag}#subdirectory=app"
+
+
+def tamper_hashes(lock: Path, package: str) -> None:
+    """Replaces every hash a requirements lock gives for `package`, as if its files had been
+    swapped on the index."""
+    lines, inside = [], False
+    for line in lock.read_text().splitlines():
+        inside = line.startswith(f"{package}==") or (inside and line.startswith(" "))
+        lines.append(re.sub("[0-9a-f]{64}", "0" * 64, line) if inside else line)
+    lock.write_text("\n".join(lines) + "\n")

@@ -5,7 +5,6 @@ uv and pip against the index."""
 from __future__ import annotations
 
 import json
-import re
 import tarfile
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ from asgikit_testing.projects import (
     git_repository,
     pylock_project,
     requirements_project,
+    tamper_hashes,
     uv_workspace,
 )
 
@@ -213,13 +213,7 @@ def test_a_stale_uv_lock_is_refused(tmp_path: Path) -> None:
 
 def test_a_hash_mismatch_is_refused_before_anything_is_packed(tmp_path: Path) -> None:
     directory = requirements_project(tmp_path / "req", "1.2.0")
-    lock = directory / "requirements.txt"
-    # Every hash the lock gives for idna, as if its files had been swapped on the index.
-    lines, in_idna = [], False
-    for line in lock.read_text().splitlines():
-        in_idna = line.startswith("idna==") or (in_idna and line.startswith(" "))
-        lines.append(re.sub("[0-9a-f]{64}", "0" * 64, line) if in_idna else line)
-    lock.write_text("\n".join(lines) + "\n")
+    tamper_hashes(directory / "requirements.txt", "idna")
     with pytest.raises(build.BuildError, match="does not match the hash"):
         build_all(directory, tmp_path / "cache")
     assert not list((tmp_path / "cache" / "builds").glob("*/artifact-*.tar"))

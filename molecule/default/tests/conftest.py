@@ -60,12 +60,15 @@ def https(https_port: int, tls: ssl.SSLContext) -> Iterator[httpx.Client]:
         yield client
 
 
-def run_site(container: str, *args: str, inventory: Path | None = None) -> subprocess.CompletedProcess[str]:
-    """Runs site.yml on one container, as a user would, and returns its output."""
+def run_site(
+    container: str | None, *args: str, inventory: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Runs site.yml on one container (None: on every host), as a user would, and returns its output."""
     inventory = inventory or Path(os.environ["MOLECULE_INVENTORY_FILE"]).parent
     env = {**os.environ, "ANSIBLE_NOCOLOR": "1", "ANSIBLE_FORCE_COLOR": "0"}
+    limit = ["--limit", container] if container else []
     return subprocess.run(
-        ["ansible-playbook", "-i", str(inventory), str(SITE), "--limit", container, *args],
+        ["ansible-playbook", "-i", str(inventory), str(SITE), *limit, *args],
         capture_output=True,
         text=True,
         env=env,
