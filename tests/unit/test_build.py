@@ -237,3 +237,15 @@ def test_a_git_source_is_checked_out_at_its_ref_on_the_controller(tmp_path: Path
     assert artifact["manifest"]["distributions"]["refapp"] == "1.4.0"
     with pytest.raises(build.BuildError, match="cannot fetch ref 'v9'"):
         build.build_source(source.replace("@v1.4.0", "@v9"), tmp_path / "cache", SERVER, "python", [], {})
+
+
+def test_a_project_whose_python_no_host_has_builds_and_is_refused_per_host(tmp_path: Path) -> None:
+    # uv must build with the controller's Python, never fetch one that requires-python names.
+    directory = requirements_project(tmp_path / "req", "1.5.0")
+    pyproject = directory / "pyproject.toml"
+    pyproject.write_text(
+        pyproject.read_text().replace('requires-python = ">=3.11"', 'requires-python = ">=3.14"')
+    )
+    description = build.build_source(str(directory), tmp_path / "cache", SERVER, "/usr/bin/python3", [], {})
+    with pytest.raises(build.BuildError, match=r"requires Python >=3\.14"):
+        build.check_python(description, "app1", "/usr/bin/python3", "3.11.2")

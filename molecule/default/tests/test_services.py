@@ -114,6 +114,10 @@ def test_app_user_cannot_write_code_venv_or_config(host: Any) -> None:
         f"find /opt/refapp \\( -user {APP_USER} -o -perm -o+w -o -perm -g+w \\) ! -type l -print"
     )
     assert writable == "", f"writable by the app user or others: {writable}"
+    # uv's cache (hard-link sources of every venv) is root's alone; uv itself is root's.
+    assert host.run(f"runuser -u {APP_USER} -- test -x /opt/asgikit/cache").rc == 1
+    uv = host.file("/opt/asgikit/uv-0.13.9/uv")
+    assert (uv.user, uv.mode) == ("root", 0o755)
 
 
 def test_app_user_has_no_login_shell(host: Any) -> None:

@@ -72,8 +72,10 @@ def test_each_source_form_goes_live_on_both_platforms(
         carried = host.file(f"{release}/project/{PROJECT_FILE}")
         assert version in carried.content_string, name
         assert (carried.user, carried.group) == ("root", "root")
+        # (Read as the app user: root in a container may not read another user's /proc/PID/cwd.)
         for pid in host.check_output(f"pgrep -P {main_pid(host, SERVICE)}").split():
-            assert host.check_output(f"readlink /proc/{pid}/cwd") == f"{release}/project", name
+            cwd = host.check_output(f"runuser -u refapp -- readlink /proc/{pid}/cwd")
+            assert cwd == f"{release}/project", name
 
 
 def _fingerprint(host: Any) -> dict[str, str]:

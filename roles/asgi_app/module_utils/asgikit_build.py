@@ -128,7 +128,12 @@ class Project:
 def run(argv: list[str], cwd: Path | None = None, env: dict[str, str] | None = None) -> str:
     """Runs a tool; a failure raises BuildError with its own words."""
     result = subprocess.run(
-        argv, cwd=cwd, env={**os.environ, **(env or {})}, capture_output=True, text=True, check=False
+        argv,
+        cwd=cwd,
+        env={**os.environ, **UV_ENV, **(env or {})},
+        capture_output=True,
+        text=True,
+        check=False,
     )
     if result.returncode != 0:
         raise BuildError(
@@ -143,6 +148,11 @@ def tail(text: str, lines: int = 12) -> str:
 
 def uv(*args: str) -> list[str]:
     return [sys.executable, "-m", "uv", *args]
+
+
+# uv never fetches interpreters: builds run with the controller's own Python, whatever
+# requires-python says (the hosts' Pythons are checked against it instead).
+UV_ENV = {"UV_PYTHON_DOWNLOADS": "never", "UV_PYTHON": sys.executable}
 
 
 def redact(url: str) -> str:
@@ -393,7 +403,9 @@ def export_uv_lock(project: Project, lock: Lock) -> tuple[list[Pin], list[Path]]
         "export", "--locked", "--no-dev", "--no-editable", "--format", "requirements-txt",
         "--no-header", "--no-annotate", "--package", project.name,
     )  # fmt: skip
-    result = subprocess.run(argv, cwd=lock.root, capture_output=True, text=True, check=False)
+    result = subprocess.run(
+        argv, cwd=lock.root, env={**os.environ, **UV_ENV}, capture_output=True, text=True, check=False
+    )
     if result.returncode != 0:
         message = tail(result.stderr)
         if "needs to be updated" in message:
@@ -525,11 +537,14 @@ def build_source(
         assert lock is not None
         app_pins, members = locked_pins(project, lock)
         for target in [directory, *members]:
-            run(
-                uv("build", "--wheel", "--quiet", "--out-dir", str(wheels), str(target)),
-                cwd=lock.root,
-                env=env,
-            )
+            try:
+                run(
+                    uv("build", "--wheel", "--quiet", "--out-dir", str(wheels), str(target)),
+                    cwd=lock.root,
+                    env=env,
+                )
+            except BuildError as error:
+                raise BuildError(f"{VARIABLE}: building the wheel of {target} failed: {error}") from None
         resolve_inputs = []
         with tarfile.open(staging / "project.tar", "w") as tar:
             for path in files:
@@ -579,7 +594,9 @@ def resolve_server_stack(
         "pip", "compile", "--quiet", "--universal", "--generate-hashes", "--no-header", "--no-annotate",
         "--python-version", floor, "--constraints", str(work / "app-pins.txt"), str(work / "server.in"),
     )  # fmt: skip
-    result = subprocess.run(argv, env={**os.environ, **env}, capture_output=True, text=True, check=False)
+    result = subprocess.run(
+        argv, env={**os.environ, **UV_ENV, **env}, capture_output=True, text=True, check=False
+    )
     if result.returncode != 0:
         raise BuildError(
             f"asgi_app_server_packages: {requirements} cannot be installed beside the versions the "
