@@ -100,7 +100,7 @@ def test_release_failing_its_health_check_rolls_back_by_itself(
         ),
     )
     assert result.returncode != 0
-    assert "Wait until the app, asked over the unix socket, reports version 2.0.2+unready" in result.output
+    assert "Wait until the app, asked over the unix socket, is healthy on 2.0.2+unready" in result.output
     assert "Rolled back to 1.0.0-" in result.output
     # The first host was switched, failed its check, went back; the play stopped there.
     first = app_hosts[APP_HOSTS[0]]
