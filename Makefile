@@ -16,7 +16,7 @@ WHEEL := app/dist/refapp-1.0.0-py3-none-any.whl
 help:
 	@echo "make demo       deploy the app onto a local systemd container; serves https://127.0.0.1:8443/"
 	@echo "make demo-down  remove that container"
-	@echo "make test       linters, unit tests, then molecule test (default, ssh and cluster scenarios)"
+	@echo "make test       linters, unit tests, then molecule test (default, ssh, cluster and notes scenarios)"
 
 bootstrap:
 	@bash scripts/bootstrap.sh
@@ -41,7 +41,7 @@ REPORTS := .cache/test-results
 test: bootstrap wheel lint unit
 	@status=0; $(MAKE) --no-print-directory molecule || status=1; \
 	python3 scripts/test_summary.py $(REPORTS)/unit.xml $(REPORTS)/molecule-default.xml \
-		$(REPORTS)/molecule-ssh.xml $(REPORTS)/molecule-cluster.xml || status=1; \
+		$(REPORTS)/molecule-ssh.xml $(REPORTS)/molecule-cluster.xml $(REPORTS)/molecule-notes.xml || status=1; \
 	exit $$status
 
 lint:
@@ -59,6 +59,6 @@ unit:
 
 molecule:
 	@echo "==> molecule: default (Debian 12 and 13), ssh (site.yml over SSH, no route to PyPI),"
-	@echo "    then cluster (a balancer and two app hosts)"
+	@echo "    cluster (a balancer and two app hosts), then notes (the PostgreSQL example app)"
 	@mkdir -p $(REPORTS) && rm -f $(REPORTS)/molecule-*.xml
-	bash scripts/molecule.sh default ssh cluster
+	bash scripts/molecule.sh default ssh cluster notes
