@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import ssl
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 from websockets.sync.client import ClientConnection, connect
+
+from asgikit_testing.containers import published_port
 
 
 def tls_context(
@@ -40,3 +43,14 @@ def https_client(
 
 def wss_connect(port: int, path: str, context: ssl.SSLContext) -> ClientConnection:
     return connect(f"wss://127.0.0.1:{port}{path}", ssl=context, open_timeout=10)
+
+
+def client_for(container: str) -> Callable[[], httpx.Client]:
+    """Clients for a container's published 443 that encrypt but do not verify: the hosts'
+    certificates are self-signed and differ per host (verification is tested in the default
+    scenario); here only the traffic matters."""
+    port = published_port(container, 443)
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    return lambda: httpx.Client(base_url=f"https://127.0.0.1:{port}", verify=context, timeout=30)

@@ -41,3 +41,20 @@ def operator_run(*argv: str, timeout: float = 900) -> Run:
         list(argv), cwd=REPO, capture_output=True, text=True, env=env, timeout=timeout, check=False
     )
     return Run(result.returncode, result.stdout + result.stderr, time.monotonic() - started)
+
+
+def scenario_run(name: str, *args: str, timeout: float = 900) -> Run:
+    """Runs playbooks/<name>.yml against the running Molecule scenario's inventory, keeping the
+    scenario's ANSIBLE_* settings (roles path, collections), without colour."""
+    inventory = Path(os.environ["MOLECULE_INVENTORY_FILE"]).parent
+    env = {**os.environ, "ANSIBLE_NOCOLOR": "1", "ANSIBLE_FORCE_COLOR": "0"}
+    started = time.monotonic()
+    result = subprocess.run(
+        ["ansible-playbook", "-i", str(inventory), str(REPO / "playbooks" / f"{name}.yml"), *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=timeout,
+        check=False,
+    )
+    return Run(result.returncode, result.stdout + result.stderr, time.monotonic() - started)

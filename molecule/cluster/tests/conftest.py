@@ -4,10 +4,7 @@ ports, the wheels of each release, and runners for the kit's playbooks."""
 from __future__ import annotations
 
 import os
-import ssl
-import subprocess
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -15,8 +12,9 @@ import httpx
 import pytest
 import testinfra
 
-from asgikit_testing.containers import published_port
+from asgikit_testing.clients import client_for
 from asgikit_testing.load import OperationRun, measure, report_rows
+from asgikit_testing.playbooks import Run, scenario_run
 from asgikit_testing.wheels import IMPORT_ERROR, NEVER_READY, build_wheel
 
 REPO = Path(__file__).resolve().parents[3]
@@ -52,39 +50,9 @@ def wheels(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     }
 
 
-@dataclass
-class Playbook:
-    returncode: int
-    output: str
-
-
-def run_playbook(name: str, *args: str) -> Playbook:
+def run_playbook(name: str, *args: str) -> Run:
     """Runs playbooks/<name>.yml against the scenario's inventory, as an operator would."""
-    env = {**os.environ, "ANSIBLE_NOCOLOR": "1", "ANSIBLE_FORCE_COLOR": "0"}
-    result = subprocess.run(
-        ["ansible-playbook", "-i", str(inventory()), str(REPO / "playbooks" / f"{name}.yml"), *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=900,
-        check=False,
-    )
-    return Playbook(result.returncode, result.stdout + result.stderr)
-
-
-def tls_trusting_any() -> ssl.SSLContext:
-    """The hosts' certificates are self-signed and differ per host; the balancer's is checked
-    in the default scenario. Here only the traffic matters."""
-    context = ssl.create_default_context()
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE
-    return context
-
-
-def client_for(container: str) -> Callable[[], httpx.Client]:
-    port = published_port(container, 443)
-    context = tls_trusting_any()
-    return lambda: httpx.Client(base_url=f"https://127.0.0.1:{port}", verify=context, timeout=30)
+    return scenario_run(name, *args)
 
 
 @pytest.fixture

@@ -4,10 +4,7 @@ through it, and a runner for the kit's playbooks against the scenario's inventor
 from __future__ import annotations
 
 import os
-import ssl
-import subprocess
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +12,8 @@ import httpx
 import pytest
 import testinfra
 
-from asgikit_testing.containers import published_port
+from asgikit_testing.clients import client_for
+from asgikit_testing.playbooks import Run, scenario_run
 
 REPO = Path(__file__).resolve().parents[3]
 BALANCER = "asgikit-notes-lb"
@@ -39,34 +37,9 @@ def app_hosts() -> dict[str, Any]:
     }
 
 
-@dataclass
-class Playbook:
-    returncode: int
-    output: str
-
-
-def run_playbook(name: str, *args: str) -> Playbook:
+def run_playbook(name: str, *args: str) -> Run:
     """Runs playbooks/<name>.yml against the scenario's inventory, as an operator would."""
-    env = {**os.environ, "ANSIBLE_NOCOLOR": "1", "ANSIBLE_FORCE_COLOR": "0"}
-    result = subprocess.run(
-        ["ansible-playbook", "-i", str(inventory()), str(REPO / "playbooks" / f"{name}.yml"), *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=900,
-        check=False,
-    )
-    return Playbook(result.returncode, result.stdout + result.stderr)
-
-
-def client_for(container: str) -> Callable[[], httpx.Client]:
-    """Clients for a container's published 443; the certificates are self-signed per host
-    (verified in the default scenario), only the traffic matters here."""
-    port = published_port(container, 443)
-    context = ssl.create_default_context()
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE
-    return lambda: httpx.Client(base_url=f"https://127.0.0.1:{port}", verify=context, timeout=30)
+    return scenario_run(name, *args)
 
 
 @pytest.fixture(scope="module")
