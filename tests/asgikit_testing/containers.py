@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 from typing import Any
+
+import testinfra
 
 
 def published_port(container: str, port: int) -> int:
@@ -46,3 +49,9 @@ def installed_distributions(host: Any, venv: str) -> dict[str, str]:
         'print(*sorted(f"{d.name}=={d.version}" for d in m.distributions()))\''
     )
     return dict(item.split("==", 1) for item in out.split())
+
+
+def scenario_hosts(*names: str) -> dict[str, Any]:
+    """testinfra hosts for the running Molecule scenario's containers, by inventory name."""
+    inventory = os.environ["MOLECULE_INVENTORY_FILE"]
+    return {name: testinfra.get_host(f"ansible://{name}", ansible_inventory=inventory) for name in names}

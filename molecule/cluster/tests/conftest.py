@@ -3,16 +3,15 @@ ports, the wheels of each release, and runners for the kit's playbooks."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-import testinfra
 
 from asgikit_testing.clients import client_for
+from asgikit_testing.containers import scenario_hosts
 from asgikit_testing.load import OperationRun, measure, report_rows
 from asgikit_testing.playbooks import Run, scenario_run
 from asgikit_testing.wheels import IMPORT_ERROR, NEVER_READY, build_wheel
@@ -27,16 +26,9 @@ V1_WHEEL = REPO / "app/dist/refapp-1.0.0-py3-none-any.whl"
 testinfra_hosts = [f"ansible://{BALANCER}"]
 
 
-def inventory() -> Path:
-    return Path(os.environ["MOLECULE_INVENTORY_FILE"]).parent
-
-
 @pytest.fixture(scope="session")
 def app_hosts() -> dict[str, Any]:
-    return {
-        name: testinfra.get_host(f"ansible://{name}", ansible_inventory=str(inventory()))
-        for name in APP_HOSTS
-    }
+    return scenario_hosts(*APP_HOSTS)
 
 
 @pytest.fixture(scope="session")

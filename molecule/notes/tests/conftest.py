@@ -3,16 +3,15 @@ through it, and a runner for the kit's playbooks against the scenario's inventor
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-import testinfra
 
 from asgikit_testing.clients import client_for
+from asgikit_testing.containers import scenario_hosts
 from asgikit_testing.playbooks import Run, scenario_run
 
 REPO = Path(__file__).resolve().parents[3]
@@ -25,16 +24,9 @@ SECRETS = ("notes-db-canary-7f3a", "notes-app-secret-canary")
 testinfra_hosts = [f"ansible://{BALANCER}"]
 
 
-def inventory() -> Path:
-    return Path(os.environ["MOLECULE_INVENTORY_FILE"]).parent
-
-
 @pytest.fixture(scope="session")
 def app_hosts() -> dict[str, Any]:
-    return {
-        name: testinfra.get_host(f"ansible://{name}", ansible_inventory=str(inventory()))
-        for name in APP_HOSTS
-    }
+    return scenario_hosts(*APP_HOSTS)
 
 
 def run_playbook(name: str, *args: str) -> Run:
