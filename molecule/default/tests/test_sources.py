@@ -1,6 +1,6 @@
 """Every source form goes live through site.yml (a uv workspace member whose lock sits at the
-workspace root, a requirements lock with hashes, a pylock.toml, a git ref), on Debian 12 (both
-platforms build from every form in the unit tests, and deploy from wheels in every scenario),
+workspace root, a requirements lock with hashes, a pylock.toml, a git ref), on the Debian 12 host
+(artifacts for both platforms are built and deployed in every scenario, from the wheel source),
 and every bad source is refused, named, before anything on either host changes."""
 
 from __future__ import annotations
