@@ -249,3 +249,12 @@ def test_a_project_whose_python_no_host_has_builds_and_is_refused_per_host(tmp_p
     description = build.build_source(str(directory), tmp_path / "cache", SERVER, "/usr/bin/python3", [], {})
     with pytest.raises(build.BuildError, match=r"requires Python >=3\.14"):
         build.check_python(description, "app1", "/usr/bin/python3", "3.11.2")
+
+
+def test_a_change_in_a_sibling_workspace_member_makes_a_new_release(tmp_path: Path) -> None:
+    member = uv_workspace(tmp_path / "ws", "1.1.0")
+    first = build.build_source(str(member), tmp_path / "cache", SERVER, "/usr/bin/python3", [], {})
+    (tmp_path / "ws" / "libs").mkdir()
+    (tmp_path / "ws" / "libs" / "shared.py").write_text("CHANGED = True\n")
+    second = build.build_source(str(member), tmp_path / "cache", SERVER, "/usr/bin/python3", [], {})
+    assert second["release"] != first["release"]

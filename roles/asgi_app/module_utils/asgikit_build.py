@@ -514,8 +514,8 @@ def build_source(
         }
         inputs = {"project": digest_files(directory, files), "lock": sha256_file(lock.path)}
         if lock.kind == "uv" and lock.root != directory:
-            members = [p for p in lock.root.rglob("pyproject.toml") if not set(p.parts) & EXCLUDED_NAMES]
-            inputs["workspace"] = digest_files(lock.root, sorted(members))
+            # The workspace members the app depends on are built into the release too.
+            inputs["workspace"] = digest_files(lock.root, project_files(lock.root, []))
     inputs.update({"server_packages": server_packages, "python": python, "files": declared_files})
     key = hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()
     release = f"{meta['version']}-{key[:12]}"
