@@ -58,7 +58,7 @@ unit:
 	pytest -q app/tests tests/unit --junitxml=$(REPORTS)/unit.xml
 
 molecule:
-	@echo "==> molecule: default (Debian 12 and 13), ssh (site.yml over SSH, no route to PyPI),"
-	@echo "    cluster (a balancer and two app hosts), then notes (the PostgreSQL example app)"
+	@echo "==> molecule: default (Debian 12 and 13) side by side with ssh (site.yml over SSH, no route"
+	@echo "    to PyPI), then cluster (a balancer and two app hosts), then notes (the PostgreSQL example)"
 	@mkdir -p $(REPORTS) && rm -f $(REPORTS)/molecule-*.xml
-	bash scripts/molecule.sh default ssh cluster notes
+	bash scripts/molecule.sh default+ssh cluster notes

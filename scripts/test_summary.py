@@ -1,6 +1,7 @@
 """Adds up the JUnit reports that `make test` writes and prints one closing line:
-`tests: N passed, N failed, N skipped`, after the figures tests recorded (record_property
-"figure") and the names of the tests that failed. Exits 1 when a report is missing or counts
+`tests: N passed, N failed, N skipped`, after each scenario's wall time (times.txt beside the
+reports, from scripts/molecule.sh), the figures tests recorded (record_property "figure") and
+the names of the tests that failed. Exits 1 when a report is missing or counts
 a failure."""
 
 from __future__ import annotations
@@ -38,6 +39,12 @@ def main(paths: list[str]) -> int:
                 for problem in [*case.findall("failure"), *case.findall("error")]:
                     message = (problem.get("message") or "").splitlines()
                     failures.append(f"  {name}: {message[0][:300] if message else problem.tag}")
+    times = Path(paths[0]).parent / "times.txt" if paths else None
+    if times is not None and times.is_file():
+        print("wall time per scenario:")
+        for line in times.read_text().splitlines():
+            scenario, seconds, outcome = line.split()
+            print(f"  {scenario}: {int(seconds) // 60}m{int(seconds) % 60:02d}s ({outcome})")
     if figures:
         print("figures:")
         print("\n".join(figures))

@@ -22,6 +22,8 @@ module and by the unit tests.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import io
 import json
@@ -34,6 +36,7 @@ import tarfile
 import tempfile
 import tomllib
 import zipfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from email.parser import Parser
 from pathlib import Path
@@ -476,7 +479,7 @@ def wheel_metadata(wheel: Path) -> dict[str, Any]:
     }
 
 
-def build_source(
+def _build_source(
     spec: str,
     cache: Path,
     server_packages: list[str],
@@ -617,6 +620,17 @@ def python_floor(requires_python: str) -> str:
     return "3.9"
 
 
+@contextlib.contextmanager
+def exclusive(cache: Path) -> Iterator[None]:
+    """One build at a time in a cache, across processes (two runs on one controller)."""
+    with (_ensure(cache) / ".lock").open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def _ensure(path: Path) -> Path:
     path.mkdir(parents=True, exist_ok=True)
     return path
@@ -642,7 +656,7 @@ def platform_key(platform: dict[str, Any]) -> str:
 RUNTIME_PACKAGES = ("gunicorn", "uvicorn", "uvicorn-worker", "uvloop", "httptools")
 
 
-def build_artifact(
+def _build_artifact(
     description: dict[str, Any],
     platform: dict[str, Any],
     cache: Path,
@@ -811,3 +825,26 @@ def download(
             f"on {platform['platforms'][0]}, "
             f"or the index cannot be reached: {message}"
         )
+
+
+def build_source(
+    spec: str,
+    cache: Path,
+    server_packages: list[str],
+    python: str,
+    declared_files: list[str],
+    index_env: dict[str, str],
+) -> dict[str, Any]:
+    with exclusive(cache):
+        return _build_source(spec, cache, server_packages, python, declared_files, index_env)
+
+
+def build_artifact(
+    description: dict[str, Any],
+    platform: dict[str, Any],
+    cache: Path,
+    tools: list[str],
+    index_env: dict[str, str],
+) -> dict[str, Any]:
+    with exclusive(cache):
+        return _build_artifact(description, platform, cache, tools, index_env)
