@@ -73,8 +73,14 @@ def test_two_hosts_of_one_release_hold_the_same_distributions_hashes_included(
     digests = {}
     for name, host in app_hosts.items():
         release = host.file(CURRENT).linked_to
+        # Every installed file's sha256, bytecode aside; uv's bookkeeping of when it installed
+        # (uv_cache.json, and its line in RECORD) is the one thing that differs by host.
         files = host.check_output(
-            f"cd {SITE_PACKAGES} && find . -type f ! -name '*.pyc' -print0 | sort -z | xargs -0 sha256sum"
+            f"cd {SITE_PACKAGES} && "
+            "find . -type f ! -name '*.pyc' ! -name uv_cache.json ! -name RECORD -print0"
+            " | sort -z | xargs -0 sha256sum"
+            " && for record in $(find . -name RECORD | sort); do"
+            " printf '%s ' $record; grep -v '/uv_cache.json,' $record | sha256sum; done"
         )
         digests[name] = (release.rsplit("/", 1)[1], host.file(f"{CURRENT}/requirements.txt").sha256sum, files)
         assert files.count("\n") > 500, name
