@@ -93,7 +93,10 @@ def test_two_hosts_of_one_release_hold_the_same_distributions_hashes_included(
 
 
 def test_v2_with_an_expanding_migration_rolls_out_under_load_with_no_failed_request(
-    app_hosts: dict[str, Any], note: dict[str, Any], tmp_path_factory: pytest.TempPathFactory
+    app_hosts: dict[str, Any],
+    note: dict[str, Any],
+    tmp_path_factory: pytest.TempPathFactory,
+    record_property: Callable[..., None],
 ) -> None:
     v2 = notes_release(tmp_path_factory.mktemp("notes"), "2.0.0")
     run, result = measure(
@@ -104,6 +107,12 @@ def test_v2_with_an_expanding_migration_rolls_out_under_load_with_no_failed_requ
         min_requests=3000,
     )
     print("\n" + "\n".join(report_rows(run.phases())))
+    operation = run.operation
+    record_property(
+        "figure",
+        f"notes v2 rolling deploy with a migration, through the balancer: {operation.total} requests, "
+        f"{operation.failed} failed, p99 {operation.percentile(99):.0f} ms, {run.seconds['operation']:.0f} s",
+    )
     assert result.returncode == 0, result.output[-3000:]
     assert run.operation.total >= 3000
     assert run.operation.failed == 0, f"{run.operation.errors} {run.operation.statuses}"
