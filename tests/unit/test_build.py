@@ -258,3 +258,41 @@ def test_a_change_in_a_sibling_workspace_member_makes_a_new_release(tmp_path: Pa
     (tmp_path / "ws" / "libs" / "shared.py").write_text("CHANGED = True\n")
     second = build.build_source(str(member), tmp_path / "cache", SERVER, "/usr/bin/python3", [], {})
     assert second["release"] != first["release"]
+
+
+def test_the_release_key_covers_code_the_release_does_not_carry(tmp_path: Path) -> None:
+    member = uv_workspace(tmp_path / "ws", "1.1.0")
+    carried = ["settings"]
+    first = build.build_source(str(member), tmp_path / "cache", SERVER, "/usr/bin/python3", carried, {})
+    main = member / "src" / "refapp" / "main.py"
+    main.write_text(main.read_text() + "\n# changed\n")
+    second = build.build_source(str(member), tmp_path / "cache", SERVER, "/usr/bin/python3", carried, {})
+    assert second["release"] != first["release"]
+
+
+def test_local_settings_files_never_travel(tmp_path: Path) -> None:
+    directory = project(tmp_path / "p", [])
+    for name in (".env", ".env.production", ".envrc", "alembic.ini"):
+        (directory / name).write_text("SECRET=1\n")
+    names = {path.name for path in build.project_files(directory, [])}
+    assert "alembic.ini" in names
+    assert not names & {".env", ".env.production", ".envrc"}
+
+
+def test_a_forked_lock_keeps_each_pin_under_its_marker(tmp_path: Path) -> None:
+    directory = project(tmp_path / "p", ["numpy>=1"])
+    (directory / "requirements.txt").write_text(
+        "numpy==1.26.4 ; python_version < '3.12' --hash=sha256:aa\n"
+        "numpy==2.2.0 ; python_version >= '3.12' --hash=sha256:bb\n"
+    )
+    pins, _ = build.locked_pins(build.read_project(directory), build.find_lock(directory))
+    chosen = [pin.version for pin in pins if pin.applies(PLATFORM["markers"])]
+    assert chosen == ["1.26.4"]
+    assert len(pins) == 2
+
+
+def test_pylock_toml_is_preferred_to_other_pylock_files(tmp_path: Path) -> None:
+    directory = project(tmp_path / "p", [])
+    (directory / "pylock.dev.toml").write_text("")
+    (directory / "pylock.toml").write_text("")
+    assert build.find_lock(directory).path == directory / "pylock.toml"

@@ -167,3 +167,19 @@ def test_post_fork_pins_sys_path_and_working_directory_to_one_release(
             f"{link}x/other",
         ]
     assert Path.cwd() == release / "project"
+
+
+def test_post_fork_stays_put_in_a_release_without_project_files(
+    rendered: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A release from before the kit carried project files: a rollback to it must still serve.
+    release = tmp_path / "releases" / "old"
+    release.mkdir(parents=True)
+    (tmp_path / "current").symlink_to(release)
+    namespace = load(rendered / "default.py")
+    namespace["RELEASE_LINK"] = str(tmp_path / "current")
+    monkeypatch.chdir(tmp_path)
+    with mock.patch.object(sys, "path", [str(tmp_path / "current")]):
+        namespace["post_fork"](None, None)
+        assert sys.path == [str(release)]
+    assert Path.cwd() == tmp_path

@@ -278,9 +278,8 @@ def find_lock(project: Path) -> Lock:
             or ((directory / "pyproject.toml").is_file() and directory != project)
         ) and not _is_workspace_root(directory, project):
             break
-    pylocks = sorted(project.glob("pylock*.toml"))
-    if pylocks:
-        return Lock("pylock", pylocks[0], project)
+    if (project / "pylock.toml").is_file():
+        return Lock("pylock", project / "pylock.toml", project)
     for name in REQUIREMENTS_LOCKS:
         if (project / name).is_file():
             return Lock("requirements", project / name, project)
@@ -380,7 +379,9 @@ def parse_pylock(path: Path, project_name: str) -> list[Pin]:
 def check_fresh(project: Project, pins: list[Pin], lock: Lock) -> None:
     """A pylock.toml or requirements lock is stale when a dependency that pyproject.toml
     declares is missing from it, or pinned outside the declared range."""
-    pinned = {pin.name: pin.version for pin in pins}
+    pinned: dict[str, list[str]] = {}
+    for pin in pins:
+        pinned.setdefault(pin.name, []).append(pin.version)
     problems = []
     for text in project.dependencies:
         requirement = Requirement(text)
@@ -388,9 +389,9 @@ def check_fresh(project: Project, pins: list[Pin], lock: Lock) -> None:
         if name not in pinned:
             if requirement.marker is None:
                 problems.append(f"{requirement.name} is not in it")
-        elif not requirement.specifier.contains(pinned[name], prereleases=True):
+        elif outside := [v for v in pinned[name] if not requirement.specifier.contains(v, prereleases=True)]:
             problems.append(
-                f"{requirement.name} is pinned to {pinned[name]}, outside '{requirement.specifier}'"
+                f"{requirement.name} is pinned to {', '.join(outside)}, outside '{requirement.specifier}'"
             )
     if problems:
         raise BuildError(
@@ -454,8 +455,15 @@ def project_files(directory: Path, declared: list[str]) -> list[Path]:
             continue
         for current, dirs, names in os.walk(root):
             dirs[:] = sorted(d for d in dirs if d not in EXCLUDED_NAMES and not d.endswith(".egg-info"))
-            files += [Path(current) / name for name in sorted(names) if name not in EXCLUDED_NAMES]
+            files += [Path(current) / name for name in sorted(names) if not _local_only(name)]
     return sorted(set(files))
+
+
+def _local_only(name: str) -> bool:
+    """Files that belong to a developer's machine, never to a release: .env, .env.production,
+    .envrc and the like (settings and secrets reach hosts through asgi_app_env and
+    asgi_app_secrets), and what EXCLUDED_NAMES lists."""
+    return name in EXCLUDED_NAMES or name in (".env", ".envrc") or name.startswith(".env.")
 
 
 def digest_files(base: Path, files: list[Path]) -> str:
@@ -515,7 +523,12 @@ def _build_source(
             "version": project.version,
             "requires_python": project.requires_python,
         }
-        inputs = {"project": digest_files(directory, files), "lock": sha256_file(lock.path)}
+        # The key covers the whole project (its code builds the wheel), whatever subset the
+        # release carries beside it.
+        inputs = {
+            "project": digest_files(directory, project_files(directory, [])),
+            "lock": sha256_file(lock.path),
+        }
         if lock.kind == "uv" and lock.root != directory:
             # The workspace members the app depends on are built into the release too.
             inputs["workspace"] = digest_files(lock.root, project_files(lock.root, []))
@@ -555,8 +568,10 @@ def _build_source(
     app_wheels = sorted(wheels.glob("*.whl"))
     local = {wheel_metadata(w)["name"]: w for w in app_wheels}
     server_pins = resolve_server_stack(server_packages + resolve_inputs, app_pins, staging, meta, env)
-    merged = {pin.name: pin for pin in server_pins if pin.name not in local}
-    merged.update({pin.name: pin for pin in app_pins})
+    # A lock may pin one name twice under different markers (a forked resolution): every pin
+    # of the app's lock stays; the server stack adds only the names the lock does not pin.
+    locked_names = {pin.name for pin in app_pins} | set(local)
+    merged = [pin for pin in server_pins if pin.name not in locked_names] + app_pins
     description = {
         "release": release,
         "name": meta["name"],
@@ -572,7 +587,7 @@ def _build_source(
         "app_wheels": {name: {"file": w.name, "sha256": sha256_file(w)} for name, w in local.items()},
         "pins": [
             pin.__dict__ | {"hashes": list(pin.hashes)}
-            for pin in sorted(merged.values(), key=lambda p: p.name)
+            for pin in sorted(merged, key=lambda p: (p.name, p.marker))
         ],
         "server_packages": [canonicalize_name(Requirement(p).name) for p in server_packages],
         "python": python,
@@ -668,8 +683,10 @@ def _build_artifact(
     release = description["release"]
     build_dir = cache / "builds" / release
     key = platform_key(platform)
-    artifact = build_dir / f"artifact-{key}.tar"
-    manifest_path = build_dir / f"manifest-{key}.json"
+    # An artifact names the tools that go with it: another uv is another artifact.
+    artifact_key = hashlib.sha256(json.dumps([key, tools]).encode()).hexdigest()[:12]
+    artifact = build_dir / f"artifact-{artifact_key}.tar"
+    manifest_path = build_dir / f"manifest-{artifact_key}.json"
     if artifact.is_file() and manifest_path.is_file():
         manifest = json.loads(manifest_path.read_text())
         return {**_artifact_result(artifact, manifest, cache / "tools" / key), "changed": False}
