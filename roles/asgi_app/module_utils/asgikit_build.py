@@ -24,7 +24,9 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import hashlib
+import inspect
 import io
 import json
 import os
@@ -36,7 +38,7 @@ import tarfile
 import tempfile
 import tomllib
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from email.parser import Parser
 from pathlib import Path
@@ -473,6 +475,29 @@ def digest_files(base: Path, files: list[Path]) -> str:
     return digest.hexdigest()
 
 
+def serialised(build: Callable[..., dict[str, Any]]) -> Callable[..., dict[str, Any]]:
+    """Runs a build stage under the lock of the cache it is given (its `cache` argument)."""
+    parameters = inspect.signature(build)
+
+    @functools.wraps(build)
+    def locked(*args: Any, **kwargs: Any) -> dict[str, Any]:
+        with exclusive(parameters.bind(*args, **kwargs).arguments["cache"]):
+            return build(*args, **kwargs)
+
+    return locked
+
+
+@contextlib.contextmanager
+def exclusive(cache: Path) -> Iterator[None]:
+    """One build at a time in a cache, across processes (two runs on one controller)."""
+    with (_ensure(cache) / ".lock").open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 # --- The source stage -------------------------------------------------------------------
 
 
@@ -487,7 +512,8 @@ def wheel_metadata(wheel: Path) -> dict[str, Any]:
     }
 
 
-def _build_source(
+@serialised
+def build_source(
     spec: str,
     cache: Path,
     server_packages: list[str],
@@ -635,17 +661,6 @@ def python_floor(requires_python: str) -> str:
     return "3.9"
 
 
-@contextlib.contextmanager
-def exclusive(cache: Path) -> Iterator[None]:
-    """One build at a time in a cache, across processes (two runs on one controller)."""
-    with (_ensure(cache) / ".lock").open("a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
 def _ensure(path: Path) -> Path:
     path.mkdir(parents=True, exist_ok=True)
     return path
@@ -671,7 +686,8 @@ def platform_key(platform: dict[str, Any]) -> str:
 RUNTIME_PACKAGES = ("gunicorn", "uvicorn", "uvicorn-worker", "uvloop", "httptools")
 
 
-def _build_artifact(
+@serialised
+def build_artifact(
     description: dict[str, Any],
     platform: dict[str, Any],
     cache: Path,
@@ -842,26 +858,3 @@ def download(
             f"on {platform['platforms'][0]}, "
             f"or the index cannot be reached: {message}"
         )
-
-
-def build_source(
-    spec: str,
-    cache: Path,
-    server_packages: list[str],
-    python: str,
-    declared_files: list[str],
-    index_env: dict[str, str],
-) -> dict[str, Any]:
-    with exclusive(cache):
-        return _build_source(spec, cache, server_packages, python, declared_files, index_env)
-
-
-def build_artifact(
-    description: dict[str, Any],
-    platform: dict[str, Any],
-    cache: Path,
-    tools: list[str],
-    index_env: dict[str, str],
-) -> dict[str, Any]:
-    with exclusive(cache):
-        return _build_artifact(description, platform, cache, tools, index_env)
