@@ -112,3 +112,26 @@ def test_real_websocket_client_echo_over_unix_socket(uvicorn_socket: Path) -> No
         for message in ("one", "two", "x" * 70_000):
             ws.send(message)
             assert ws.recv() == message
+
+
+def test_echo_returns_the_posted_json(client: TestClient) -> None:
+    response = client.post("/echo", json={"n": 1, "text": "hi"})
+    assert response.status_code == 200
+    assert response.json() == {"echo": {"n": 1, "text": "hi"}, "version": "1.0.0"}
+
+
+def test_items_upsert_is_idempotent_and_patch_merges(client: TestClient) -> None:
+    for _ in range(2):
+        assert client.put("/items/k1", json={"a": 1}).json()["value"] == {"a": 1}
+    assert client.patch("/items/k1", json={"b": 2}).json()["value"] == {"a": 1, "b": 2}
+    assert client.get("/items/k1").json()["value"] == {"a": 1, "b": 2}
+    for _ in range(2):
+        response = client.delete("/items/k1")
+        assert response.status_code == 200
+        assert response.json()["value"] is None
+
+
+def test_readyz_answers_head_without_a_body(client: TestClient) -> None:
+    response = client.head("/readyz")
+    assert response.status_code == 200
+    assert response.content == b""

@@ -56,7 +56,7 @@ def test_default_is_two_workers_per_usable_cpu_plus_one(rendered: Path, cpus: in
 
 
 def _workers_under_affinity(path: Path, cpus: set[int]) -> int:
-    code = f"exec(open({str(path)!r}).read()); print(workers)"
+    code = f"__file__ = {str(path)!r}; exec(open(__file__).read()); print(workers)"
     setter: Callable[[], None] = lambda: os.sched_setaffinity(0, cpus)  # noqa: E731
     env = {k: v for k, v in os.environ.items() if k != "WEB_CONCURRENCY"}
     out = subprocess.run(
@@ -88,7 +88,8 @@ def test_invalid_web_concurrency_is_a_clear_error(rendered: Path, value: str) ->
 
 def test_settings_are_set_on_purpose(rendered: Path) -> None:
     conf = load(rendered / "default.py", cpus=2)
-    assert conf["worker_class"] == "uvicorn_worker.UvicornWorker"
+    assert conf["worker_class"].__name__ == "DrainingUvicornWorker"
+    assert conf["worker_class"].__mro__[1].__module__ == "uvicorn_worker._workers"
     assert conf["bind"] == ["unix:/run/refapp/gunicorn.sock"]
     assert conf["wsgi_app"] == "refapp.main:app"
     assert conf["preload_app"] is False
@@ -98,8 +99,10 @@ def test_settings_are_set_on_purpose(rendered: Path) -> None:
     assert conf["control_socket"] == "/run/refapp/control/gunicorn.ctl"
     assert conf["graceful_timeout"] == 30
     assert conf["timeout"] == 30
-    # nginx's upstream keepalive_timeout is 60 s: the app must hold idle connections longer.
-    assert conf["keepalive"] > 60
+    # nginx's upstream keepalive_timeout is 4 s: the app must hold idle connections longer,
+    # and a retiring worker must outlive them.
+    assert conf["keepalive"] > 4
+    assert conf["graceful_timeout"] > 4
     assert conf["max_requests"] == 10000
     assert conf["max_requests_jitter"] == 1000
 
@@ -141,7 +144,7 @@ def test_gunicorn_reads_workers_and_worker_class_from_the_file(rendered: Path) -
         if value
     }
     assert settings["workers"] == "9"
-    assert settings["worker_class"] == "uvicorn_worker.UvicornWorker"
+    assert "DrainingUvicornWorker" in settings["worker_class"]
 
 
 def test_post_fork_pins_sys_path_and_working_directory_to_one_release(

@@ -44,7 +44,7 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@app.get("/readyz")
+@app.api_route("/readyz", methods=["GET", "HEAD"])
 async def readyz(request: Request, response: Response) -> dict[str, str]:
     """Readiness: startup has finished, so the worker can take traffic."""
     if not request.app.state.ready:
@@ -85,6 +85,52 @@ async def large(items: int = 500) -> dict[str, Any]:
         "count": count,
         "items": [{"id": i, "name": f"item-{i}", "tags": ["alpha", "beta"]} for i in range(count)],
     }
+
+
+# Endpoints for load of every method: an echo (POST) and an idempotent upsert (PUT, PATCH,
+# DELETE, GET) of small JSON items, kept in the worker's memory. Each answer names the version.
+ITEMS: dict[str, dict[str, Any]] = {}
+MAX_ITEMS = 10_000
+
+
+@app.post("/echo")
+async def echo(body: dict[str, Any]) -> dict[str, Any]:
+    """The JSON body, back."""
+    return {"echo": body, "version": app_version()}
+
+
+def _item(key: str) -> dict[str, Any]:
+    return {"key": key, "value": ITEMS.get(key), "version": app_version()}
+
+
+@app.put("/items/{key}")
+async def put_item(key: str, body: dict[str, Any]) -> dict[str, Any]:
+    """Creates or replaces the item: sending it twice leaves the same state."""
+    if key not in ITEMS and len(ITEMS) >= MAX_ITEMS:
+        ITEMS.pop(next(iter(ITEMS)))
+    ITEMS[key] = body
+    return _item(key)
+
+
+@app.patch("/items/{key}")
+async def patch_item(key: str, body: dict[str, Any]) -> dict[str, Any]:
+    """Merges the body's fields into the item (creating it)."""
+    if key not in ITEMS and len(ITEMS) >= MAX_ITEMS:
+        ITEMS.pop(next(iter(ITEMS)))
+    ITEMS[key] = {**ITEMS.get(key, {}), **body}
+    return _item(key)
+
+
+@app.get("/items/{key}")
+async def get_item(key: str) -> dict[str, Any]:
+    return _item(key)
+
+
+@app.delete("/items/{key}")
+async def delete_item(key: str) -> dict[str, Any]:
+    """Removes the item if it is there; 200 either way."""
+    ITEMS.pop(key, None)
+    return _item(key)
 
 
 @app.websocket("/ws")

@@ -1,0 +1,114 @@
+"""The kit's gunicorn worker: uvicorn_worker.UvicornWorker with a drain that fails no request.
+
+Installed by the gunicorn role next to gunicorn_conf.py, which loads it by path (nothing is
+added to sys.path). Tested against the uvicorn and uvicorn-worker versions the kit pins
+(asgi_app_server_packages).
+
+Why: when a worker retires (HUP, max_requests, TERM), uvicorn's Server.shutdown() closes
+every connection that has no request in flight, at once. nginx keeps idle keep-alive
+connections to the app and may be writing a request into one of them at that very moment;
+the request is then reset unread, and nginx answers 502, because it never retries a
+non-idempotent request (POST, PATCH) that it has sent.
+
+How this worker retires, race-free by construction:
+  1. It stops accepting new connections (uvicorn closes its listeners; the socket stays
+     open in the master and the other workers, so nothing queued is lost).
+  2. A request in flight is answered in full, with `Connection: close`, and the connection
+     is closed after that answer.
+  3. An idle connection is never closed by the worker. The next request nginx sends on it
+     is answered in full, with `Connection: close`; nginx reads that header and does not
+     send another. Or nginx, which alone decides when to use an idle connection, closes it
+     after its upstream keepalive_timeout (kept short by the nginx role). Either way the
+     connection is closed only when no request can be on its way: after an answer that said
+     so, or by the peer itself.
+  4. A WebSocket handshake that arrives on such a connection completes, and the socket is
+     then closed with 1012 (service restart), as uvicorn closes the WebSockets it had;
+     clients reconnect to a live worker.
+  5. In-flight work gets graceful_timeout seconds (uvicorn's timeout_graceful_shutdown,
+     which the stock worker leaves unset); gunicorn kills the worker after that.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, ClassVar
+
+from uvicorn_worker import UvicornWorker
+
+try:
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol as _HTTPProtocol
+except ImportError:  # httptools missing: uvicorn's pure-Python h11 protocol
+    from uvicorn.protocols.http.h11_impl import H11Protocol as _HTTPProtocol
+
+CONNECTION_CLOSE = (b"connection", b"close")
+# How often a WebSocket opened during the drain is checked for a completed handshake.
+HANDSHAKE_POLL_SECONDS = 0.05
+
+
+def _handshake_done(protocol: Any) -> bool:
+    """Whether uvicorn's WebSocket protocol finished its handshake (websockets and
+    websockets-sansio/wsproto implementations name it differently)."""
+    event = getattr(protocol, "handshake_completed_event", None)
+    if event is not None:
+        return bool(event.is_set())
+    return bool(getattr(protocol, "handshake_complete", False))
+
+
+class DrainingHTTPProtocol(_HTTPProtocol):  # type: ignore[misc, valid-type]
+    """uvicorn's HTTP protocol, but a shutdown never closes a connection the peer may be
+    writing to: every answer from then on carries `Connection: close`."""
+
+    draining = False
+    _cycle: Any = None
+
+    @property  # type: ignore[override]
+    def cycle(self) -> Any:
+        return self._cycle
+
+    @cycle.setter
+    def cycle(self, cycle: Any) -> None:
+        # uvicorn assigns self.cycle for each request it parses, pipelined ones included.
+        if cycle is not None and self.draining:
+            self._answer_then_close(cycle)
+        self._cycle = cycle
+
+    @staticmethod
+    def _answer_then_close(cycle: Any) -> None:
+        cycle.keep_alive = False
+        if _HTTPProtocol.__name__ == "H11Protocol":
+            # uvicorn's h11 cycle closes without saying so; the header tells the peer first.
+            cycle.default_headers = [*cycle.default_headers, CONNECTION_CLOSE]
+
+    def shutdown(self) -> None:
+        """Called by uvicorn's Server.shutdown() for each connection, once."""
+        self.draining = True
+        if self._cycle is not None and not self._cycle.response_complete:
+            self._answer_then_close(self._cycle)
+        # Idle: left open on purpose (module docstring, step 3).
+
+    def handle_websocket_upgrade(self, *args: Any) -> None:
+        super().handle_websocket_upgrade(*args)
+        if self.draining:
+            websocket = self.transport.get_protocol()
+            asyncio.get_running_loop().create_task(_close_when_open(websocket))
+
+
+async def _close_when_open(websocket: Any) -> None:
+    """Closes a WebSocket opened on a retiring worker with 1012 once its handshake is done
+    (uvicorn's own shutdown() answers 500 before that)."""
+    while not websocket.transport.is_closing():
+        if _handshake_done(websocket):
+            websocket.shutdown()
+            return
+        await asyncio.sleep(HANDSHAKE_POLL_SECONDS)
+
+
+class DrainingUvicornWorker(UvicornWorker):  # type: ignore[misc]
+    """UvicornWorker (uvloop when installed) with DrainingHTTPProtocol and gunicorn's
+    graceful_timeout handed to uvicorn."""
+
+    CONFIG_KWARGS: ClassVar[dict[str, Any]] = {"loop": "auto", "http": DrainingHTTPProtocol}
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.config.timeout_graceful_shutdown = self.cfg.graceful_timeout
