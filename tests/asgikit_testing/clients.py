@@ -45,12 +45,22 @@ def wss_connect(port: int, path: str, context: ssl.SSLContext) -> ClientConnecti
     return connect(f"wss://127.0.0.1:{port}{path}", ssl=context, open_timeout=10)
 
 
+def _unverified() -> ssl.SSLContext:
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    return context
+
+
 def client_for(container: str) -> Callable[[], httpx.Client]:
     """Clients for a container's published 443 that encrypt but do not verify: the hosts'
     certificates are self-signed and differ per host (verification is tested in the default
     scenario); here only the traffic matters."""
-    port = published_port(container, 443)
-    context = ssl.create_default_context()
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE
+    port, context = published_port(container, 443), _unverified()
     return lambda: httpx.Client(base_url=f"https://127.0.0.1:{port}", verify=context, timeout=30)
+
+
+def websocket_for(container: str, path: str = "/ws") -> Callable[[], ClientConnection]:
+    """WebSocket sessions to a container's published 443, encrypted, not verified (as above)."""
+    port, context = published_port(container, 443), _unverified()
+    return lambda: wss_connect(port, path, context)

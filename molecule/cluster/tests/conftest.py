@@ -10,9 +10,9 @@ from typing import Any
 import httpx
 import pytest
 
-from asgikit_testing.clients import client_for
+from asgikit_testing.clients import client_for, websocket_for
 from asgikit_testing.containers import scenario_hosts
-from asgikit_testing.load import OperationRun, measure, report_rows
+from asgikit_testing.load import GET_ONLY, MIXED, OperationRun, measure, report_rows
 from asgikit_testing.playbooks import Run, scenario_run
 from asgikit_testing.wheels import IMPORT_ERROR, NEVER_READY, build_wheel
 
@@ -55,8 +55,26 @@ def through_balancer() -> Callable[[], httpx.Client]:
 def under_load(
     make_client: Callable[[], httpx.Client], operation: Callable[[], Any], min_requests: int = 20_000
 ) -> tuple[OperationRun, Any]:
-    """Runs `operation` under continuous load on /readyz and prints the load tool's table."""
-    run, value = measure(make_client, "/readyz", operation, threads=6, min_requests=min_requests)
+    """Runs `operation` under continuous GET load on /readyz and prints the load tool's table."""
+    run, value = measure(make_client, operation, mix=GET_ONLY, threads=6, min_requests=min_requests)
+    print("\n" + "\n".join(report_rows(run.phases())))
+    return run, value
+
+
+def under_mixed_load(
+    container: str, operation: Callable[[], Any], min_requests: int = 20_000
+) -> tuple[OperationRun, Any]:
+    """Runs `operation` under the mixed load (every method, and WebSocket sessions) straight
+    at `container`'s published 443, and prints the table, per method."""
+    run, value = measure(
+        client_for(container),
+        operation,
+        mix=MIXED,
+        threads=6,
+        make_websocket=websocket_for(container),
+        websockets=2,
+        min_requests=min_requests,
+    )
     print("\n" + "\n".join(report_rows(run.phases())))
     return run, value
 

@@ -29,6 +29,7 @@ VENV = f"{CURRENT}/venv"
 CONFIG_DIR = f"/etc/{APP}"
 ENV_FILE = f"{CONFIG_DIR}/{APP}.env"
 GUNICORN_CONF = f"{CONFIG_DIR}/gunicorn_conf.py"
+KIT_WORKER = f"{CONFIG_DIR}/asgikit_worker.py"
 CERTIFICATE = f"/etc/nginx/tls/{APP}.crt"
 NGINX_SITE = f"/etc/nginx/sites-available/{APP}.conf"
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ssl
 import time
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -11,7 +12,7 @@ from websockets.exceptions import ConnectionClosed
 
 from asgikit_testing.clients import https_client, wss_connect
 from asgikit_testing.containers import child_pids, main_pid, usable_cpus
-from asgikit_testing.load import BackgroundLoad
+from asgikit_testing.load import MIXED, BackgroundLoad, report_rows
 from conftest import CURRENT, SERVICE
 
 
@@ -26,28 +27,49 @@ def wait_for_new_workers(host: Any, master: int, old: set[int], expected: int, s
     return current
 
 
-def test_systemctl_reload_keeps_serving_and_replaces_every_worker(
-    host: Any, https_port: int, tls: ssl.SSLContext
+RELOADS = 10
+
+
+def test_ten_reloads_in_a_row_replace_every_worker_and_fail_no_request_of_any_method(
+    host: Any, https_port: int, tls: ssl.SSLContext, record_property: Callable[..., None]
 ) -> None:
+    """Ten HUPs, each sent once the previous one's workers are all new, under the mixed load
+    (every method, WebSockets) straight at this host: nothing fails and nothing is retried."""
     master = main_pid(host, SERVICE)
     expected = 2 * usable_cpus(host, master) + 1
-    old = child_pids(host, master)
-    assert len(old) == expected
-
-    with BackgroundLoad(lambda: https_client(https_port, tls), "/healthz", threads=4, max_seconds=90) as load:
+    assert len(child_pids(host, master)) == expected
+    load = BackgroundLoad(
+        lambda: https_client(https_port, tls),
+        MIXED,
+        threads=6,
+        make_websocket=lambda: wss_connect(https_port, "/ws", tls),
+        websockets=2,
+        max_seconds=300,
+    )
+    with load:
         time.sleep(1.0)
-        before = load.result.total
-        host.run_test(f"systemctl reload {SERVICE}")
-        new = wait_for_new_workers(host, master, old, expected, seconds=40)
+        started = time.monotonic()
+        for number in range(RELOADS):
+            old = child_pids(host, master)
+            host.run_test(f"systemctl reload {SERVICE}")
+            new = wait_for_new_workers(host, master, old, expected, seconds=40)
+            assert len(new) == expected, f"reload {number + 1}: {len(new)} workers"
+            assert not new & old, f"reload {number + 1}: workers not replaced"
+        ended = time.monotonic()
         time.sleep(1.0)  # keep the load on the new workers for a moment
-    result = load.result
-
+    during = load.result.between(started, ended)
+    print("\n" + "\n".join(report_rows([("operation", during, ended - started)])))
+    record_property(
+        "figure",
+        f"{RELOADS} reloads in a row straight at {host.backend.get_hostname()}, mixed load: "
+        f"{during.total} requests, {during.failed} failed, {during.retried} retried, "
+        f"{during.reconnected} WebSocket reconnects after 1012",
+    )
     assert main_pid(host, SERVICE) == master, "reload must not replace the master"
-    assert len(new) == expected, f"{len(new)} workers after reload, expected {expected}"
-    assert not new & old, f"workers not replaced: {sorted(new & old)}"
-    assert before > 0, "no load before the reload"
-    assert result.total > before, "the load did not run across the reload"
-    assert result.failed == 0, f"failed requests during reload: {dict(result.errors)} {dict(result.statuses)}"
+    assert set(during.methods) == {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "WS"}
+    assert all(part.total >= 100 for part in during.methods.values()), during.summary()
+    assert during.failed == 0, during.summary()
+    assert during.retried == 0, during.summary()
 
 
 def point_current_at(host: Any, target: str) -> None:

@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
-from asgikit_testing.load import measure, report_rows
+from asgikit_testing.load import Call, measure, report_rows
 from asgikit_testing.notes import notes_release
 from conftest import APP_HOSTS, BALANCER, CURRENT, SECRETS, client_for, run_playbook
 
@@ -101,8 +101,8 @@ def test_v2_with_an_expanding_migration_rolls_out_under_load_with_no_failed_requ
     v2 = notes_release(tmp_path_factory.mktemp("notes"), "2.0.0")
     run, result = measure(
         client_for(BALANCER),
-        f"/notes/{note['id']}",
         lambda: run_playbook("deploy", "-e", f"asgi_app_source={v2}"),
+        mix=[Call("GET", f"/notes/{note['id']}")],
         threads=4,
         min_requests=3000,
     )
