@@ -45,8 +45,8 @@ def main() -> int:
     seconds = round(2 * args.steady + args.reloads * args.interval)
     env = {**os.environ, "WRK_METHOD": args.method, "WRK_PATH": args.path, "WRK_BODY": args.body}
     command = [
-        "wrk", "--latency", "--timeout", "30s", "-t", str(args.threads), "-c", str(args.connections), "-d", f"{seconds}s",
-        "-s", str(LUA), f"https://127.0.0.1:{args.port}{args.path}",
+        "wrk", "--latency", "--timeout", "30s", "-t", str(args.threads), "-c", str(args.connections),
+        "-d", f"{seconds}s", "-s", str(LUA), f"https://127.0.0.1:{args.port}{args.path}",
     ]  # fmt: skip
     plan = f"{args.reloads} x `systemctl reload {args.service}` {args.interval:g} s apart"
     print(

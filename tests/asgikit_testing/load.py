@@ -32,6 +32,10 @@ WEBSOCKET = "WS"
 # Methods a client may send again when the connection closed before any response.
 IDEMPOTENT = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
 SERVICE_RESTART = 1012
+# A WebSocket message is sent again on a new session after a 1012 close, this many times at
+# most: during a HUP a reconnect may reach another old worker that has not yet stopped
+# accepting (uvicorn checks its exit flag every 0.1 s), which closes it with 1012 too.
+MAX_RECONNECTS = 3
 
 
 @dataclass(frozen=True)
@@ -65,7 +69,7 @@ class Sample:
     error: str | None  # why it failed; None when it succeeded
     version: str | None  # the "version" field of a JSON body, when there is one
     retried: bool = False  # sent again after the connection closed before any response
-    reconnected: bool = False  # WebSocket: sent again on a new session after a 1012 close
+    reconnected: int = 0  # WebSocket: times sent again on a new session after a 1012 close
 
     @property
     def failed(self) -> bool:
@@ -101,7 +105,7 @@ class LoadResult:
 
     @property
     def reconnected(self) -> int:
-        return sum(1 for s in self.samples if s.reconnected)
+        return sum(s.reconnected for s in self.samples)
 
     @property
     def versions(self) -> Counter[str]:
@@ -262,7 +266,7 @@ class BackgroundLoad:
     def _run_websocket(self, number: int, deadline: float) -> None:
         assert self._make_websocket is not None
         connection: ClientConnection | None = None
-        reconnected = False
+        reconnected = 0
         n = 0
         try:
             while not self._stop.is_set() and time.monotonic() < deadline:
@@ -275,8 +279,12 @@ class BackgroundLoad:
                     echoed = connection.recv(timeout=10)
                 except ConnectionClosed as exc:
                     connection = None
-                    if exc.rcvd is not None and exc.rcvd.code == SERVICE_RESTART and not reconnected:
-                        reconnected = True  # the same message again, on a new session
+                    if (
+                        exc.rcvd is not None
+                        and exc.rcvd.code == SERVICE_RESTART
+                        and reconnected < MAX_RECONNECTS
+                    ):
+                        reconnected += 1  # the same message again, on a new session
                         continue
                     error = f"closed: {exc}"
                 except Exception as exc:
@@ -287,7 +295,7 @@ class BackgroundLoad:
                 sample = Sample(
                     started, time.monotonic() - started, WEBSOCKET, None, error, None, reconnected=reconnected
                 )
-                reconnected = False
+                reconnected = 0
                 n += 1
                 if not self._record(sample):
                     return

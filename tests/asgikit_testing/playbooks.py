@@ -43,18 +43,32 @@ def operator_run(*argv: str, timeout: float = 900) -> Run:
     return Run(result.returncode, result.stdout + result.stderr, time.monotonic() - started)
 
 
-def scenario_run(name: str, *args: str, timeout: float = 900) -> Run:
-    """Runs playbooks/<name>.yml against the running Molecule scenario's inventory, keeping the
-    scenario's ANSIBLE_* settings (roles path, collections), without colour."""
+class Started:
+    """A playbook run in the background (scenario_start); finish() waits for it."""
+
+    def __init__(self, argv: list[str], env: dict[str, str]) -> None:
+        self._started = time.monotonic()
+        self._process = subprocess.Popen(
+            argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
+        )
+
+    def running(self) -> bool:
+        return self._process.poll() is None
+
+    def finish(self, timeout: float = 900) -> Run:
+        output, _ = self._process.communicate(timeout=timeout)
+        return Run(self._process.returncode, output, time.monotonic() - self._started)
+
+
+def scenario_start(name: str, *args: str) -> Started:
+    """Starts playbooks/<name>.yml against the running Molecule scenario's inventory, keeping
+    the scenario's ANSIBLE_* settings (roles path, collections), without colour."""
     inventory = Path(os.environ["MOLECULE_INVENTORY_FILE"]).parent
     env = {**os.environ, "ANSIBLE_NOCOLOR": "1", "ANSIBLE_FORCE_COLOR": "0"}
-    started = time.monotonic()
-    result = subprocess.run(
-        ["ansible-playbook", "-i", str(inventory), str(REPO / "playbooks" / f"{name}.yml"), *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=timeout,
-        check=False,
-    )
-    return Run(result.returncode, result.stdout + result.stderr, time.monotonic() - started)
+    argv = ["ansible-playbook", "-i", str(inventory), str(REPO / "playbooks" / f"{name}.yml"), *args]
+    return Started(argv, env)
+
+
+def scenario_run(name: str, *args: str, timeout: float = 900) -> Run:
+    """Runs playbooks/<name>.yml as scenario_start does, and waits for it."""
+    return scenario_start(name, *args).finish(timeout)

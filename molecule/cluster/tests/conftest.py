@@ -12,7 +12,7 @@ import pytest
 
 from asgikit_testing.clients import client_for, websocket_for
 from asgikit_testing.containers import scenario_hosts
-from asgikit_testing.load import GET_ONLY, MIXED, OperationRun, measure, report_rows
+from asgikit_testing.load import GET_ONLY, MIXED, LoadResult, OperationRun, measure, report_rows
 from asgikit_testing.playbooks import Run, scenario_run
 from asgikit_testing.wheels import IMPORT_ERROR, NEVER_READY, build_wheel
 
@@ -52,8 +52,13 @@ def through_balancer() -> Callable[[], httpx.Client]:
     return client_for(BALANCER)
 
 
+# Requests during each operation, at least: what README claims, asserted by each test.
+MIN_REQUESTS = 20_000
+ALL_METHODS = {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "WS"}
+
+
 def under_load(
-    make_client: Callable[[], httpx.Client], operation: Callable[[], Any], min_requests: int = 20_000
+    make_client: Callable[[], httpx.Client], operation: Callable[[], Any], min_requests: int = MIN_REQUESTS
 ) -> tuple[OperationRun, Any]:
     """Runs `operation` under continuous GET load on /readyz and prints the load tool's table."""
     run, value = measure(make_client, operation, mix=GET_ONLY, threads=6, min_requests=min_requests)
@@ -61,8 +66,21 @@ def under_load(
     return run, value
 
 
+def record_figure(record_property: Callable[..., None], operation: str, result: LoadResult) -> None:
+    """One line per method for the test summary: requests, failed, retried."""
+    per_method = ", ".join(
+        f"{method} {part.total}/{part.failed}/{part.retried}" for method, part in result.methods.items()
+    )
+    record_property(
+        "figure",
+        f"{operation}: {result.total} requests, {result.failed} failed, {result.retried} retried "
+        f"(method requests/failed/retried: {per_method}; "
+        f"{result.reconnected} WebSocket reconnects after 1012)",
+    )
+
+
 def under_mixed_load(
-    container: str, operation: Callable[[], Any], min_requests: int = 20_000
+    container: str, operation: Callable[[], Any], min_requests: int = MIN_REQUESTS
 ) -> tuple[OperationRun, Any]:
     """Runs `operation` under the mixed load (every method, and WebSocket sessions) straight
     at `container`'s published 443, and prints the table, per method."""

@@ -5,6 +5,7 @@ from the release it announced."""
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -13,14 +14,18 @@ import httpx
 import pytest
 
 from asgikit_testing.containers import installed_distributions
+from asgikit_testing.playbooks import Run, scenario_start
 from conftest import (
+    ALL_METHODS,
     APP_HOSTS,
     BALANCER,
-    client_for,
+    MIN_REQUESTS,
     master_pids,
+    record_figure,
     run_playbook,
     testinfra_hosts,
     under_load,
+    under_mixed_load,
 )
 
 pytestmark = pytest.mark.usefixtures("on_v1")
@@ -39,7 +44,7 @@ def test_rolling_deploy_across_the_cluster_fails_no_request(
         through_balancer, lambda: run_playbook("deploy", "-e", f"asgi_app_source={wheels['2.0.0']}")
     )
     assert result.returncode == 0, result.output[-3000:]
-    assert run.operation.total >= 20_000
+    assert run.operation.total >= MIN_REQUESTS
     assert run.operation.failed == 0, f"{run.operation.errors} {run.operation.statuses}"
     assert set(run.operation.versions) <= {"1.0.0", "2.0.0"}
     # Done means the new version: every response after the playbook returned.
@@ -55,18 +60,20 @@ def test_rolling_deploy_across_the_cluster_fails_no_request(
         assert record["time"].endswith("Z")
 
 
-def test_code_deploy_on_one_host_fails_no_request_on_that_host(
-    app_hosts: dict[str, Any], wheels: dict[str, Path]
+def test_code_deploy_on_one_host_fails_no_request_of_any_method_on_that_host(
+    app_hosts: dict[str, Any], wheels: dict[str, Path], record_property: Callable[..., None]
 ) -> None:
     host = APP_HOSTS[0]
     masters = master_pids(app_hosts)
-    run, result = under_load(
-        client_for(host),
-        lambda: run_playbook("deploy", "--limit", host, "-e", f"asgi_app_source={wheels['2.0.0']}"),
+    run, result = under_mixed_load(
+        host, lambda: run_playbook("deploy", "--limit", host, "-e", f"asgi_app_source={wheels['2.0.0']}")
     )
     assert result.returncode == 0, result.output[-3000:]
-    assert run.operation.total >= 20_000
-    assert run.operation.failed == 0, f"{run.operation.errors} {run.operation.statuses}"
+    record_figure(record_property, "deploy on one host, straight at it", run.operation)
+    assert run.operation.total >= MIN_REQUESTS
+    assert set(run.operation.methods) == ALL_METHODS, run.operation.summary()
+    assert run.operation.failed == 0, run.operation.summary()
+    assert run.operation.retried == 0, run.operation.summary()
     assert run.after.versions == {"2.0.0": run.after.total}
     assert master_pids(app_hosts)[host] == masters[host]
 
@@ -124,7 +131,7 @@ def test_rollback_returns_to_the_previous_release(
     masters = master_pids(app_hosts)
     run, result = under_load(through_balancer, lambda: run_playbook("rollback"))
     assert result.returncode == 0, result.output[-3000:]
-    assert run.operation.total >= 20_000
+    assert run.operation.total >= MIN_REQUESTS
     assert run.operation.failed == 0, f"{run.operation.errors} {run.operation.statuses}"
     assert run.after.versions == {"1.0.0": run.after.total}
     assert master_pids(app_hosts) == masters
@@ -149,33 +156,55 @@ def test_rolling_reload_replaces_every_worker_and_fails_no_request(
     app_hosts: dict[str, Any], through_balancer: Callable[[], httpx.Client]
 ) -> None:
     masters = master_pids(app_hosts)
-    workers = {
-        name: set(host.check_output(f"pgrep -P {masters[name]}").split()) for name, host in app_hosts.items()
-    }
-    run, result = under_load(through_balancer, lambda: run_playbook("reload"))
+
+    def workers() -> dict[str, set[str]]:
+        return {
+            name: set(host.check_output(f"pgrep -P {masters[name]}").split())
+            for name, host in app_hosts.items()
+        }
+
+    before = workers()
+
+    def reload_then_read_workers() -> tuple[Run, dict[str, set[str]]]:
+        # Read the moment the playbook returns: done must mean every worker is new.
+        return run_playbook("reload"), workers()
+
+    run, (result, after) = under_load(through_balancer, reload_then_read_workers)
     assert result.returncode == 0, result.output[-3000:]
-    assert run.operation.total >= 20_000
-    assert run.operation.failed == 0, f"{run.operation.errors} {run.operation.statuses}"
+    for name in APP_HOSTS:
+        assert after[name], f"{name}: no workers"
+        assert not before[name] & after[name], f"{name}: old workers still there when reload.yml returned"
+    assert run.operation.total >= MIN_REQUESTS
+    assert run.operation.failed == 0, run.operation.summary()
     assert master_pids(app_hosts) == masters
-    for name, host in app_hosts.items():
-        assert not workers[name] & set(host.check_output(f"pgrep -P {masters[name]}").split())
 
 
-def test_a_second_deploy_is_refused_while_one_holds_the_lock(
+def test_a_second_deploy_is_refused_while_the_first_holds_the_lock(
     app_hosts: dict[str, Any], wheels: dict[str, Path]
 ) -> None:
+    """Two real deploys of the same host race: the second starts while the first holds the
+    lock, is refused before it changes anything, and the first completes."""
     host = app_hosts[APP_HOSTS[0]]
-    host.run_test(
-        "mkdir /run/lock/refapp-deploy && echo 'someone since earlier' > /run/lock/refapp-deploy/owner"
-    )
-    try:
-        result = run_playbook("deploy", "--limit", APP_HOSTS[0], "-e", f"asgi_app_source={wheels['2.0.0']}")
-    finally:
-        host.run_test("rm -rf /run/lock/refapp-deploy")
-    assert result.returncode != 0
-    assert "Another deploy holds the lock /run/lock/refapp-deploy" in result.output
-    assert "someone since earlier" in result.output
-    assert '"version": "1.0.0"' in host.file("/opt/refapp/current/release.json").content_string
+    args = ("--limit", APP_HOSTS[0], "-e", f"asgi_app_source={wheels['2.0.0']}")
+    records_before = len(deploy_records(host))
+    first = scenario_start("deploy", *args)
+    deadline = time.monotonic() + 300
+    while host.run("test -s /run/lock/refapp-deploy/owner").rc != 0:
+        assert first.running(), first.finish().output[-3000:]
+        assert time.monotonic() < deadline, "the first deploy never took the lock"
+        time.sleep(0.2)
+    second = run_playbook("deploy", *args)
+    done = first.finish()
+    assert second.returncode != 0
+    assert "Another deploy holds the lock /run/lock/refapp-deploy" in second.output
+    assert "molecule since " in second.output
+    assert done.returncode == 0, done.output[-3000:]
+    assert '"version": "2.0.0"' in host.file("/opt/refapp/current/release.json").content_string
+    assert host.run("test -e /run/lock/refapp-deploy").rc != 0, "the first deploy left its lock"
+    # The refused deploy wrote no record: one more record, the first deploy's.
+    records = deploy_records(host)
+    assert len(records) == records_before + 1
+    assert (records[-1]["action"], records[-1]["version"]) == ("deploy", "2.0.0")
 
 
 def test_balancer_spreads_requests_over_both_app_hosts(through_balancer: Callable[[], httpx.Client]) -> None:

@@ -9,7 +9,17 @@ from typing import Any
 import pytest
 
 from asgikit_testing.containers import child_pids
-from conftest import APP_HOSTS, SERVICE, client_for, testinfra_hosts, under_load
+from conftest import (
+    ALL_METHODS,
+    APP_HOSTS,
+    MIN_REQUESTS,
+    SERVICE,
+    client_for,
+    record_figure,
+    testinfra_hosts,
+    under_load,
+    under_mixed_load,
+)
 
 pytestmark = pytest.mark.usefixtures("on_v1")
 __all__ = ["testinfra_hosts"]  # testinfra reads it from the test module
@@ -20,13 +30,18 @@ def master(app: Any) -> int:
     return int(app.check_output(f"systemctl show --property MainPID --value {SERVICE}"))
 
 
-def test_full_restart_behind_socket_activation_fails_no_request(app_hosts: dict[str, Any]) -> None:
+def test_full_restart_behind_socket_activation_fails_no_request_of_any_method(
+    app_hosts: dict[str, Any], record_property: Callable[..., None]
+) -> None:
     app = app_hosts[HOST]
     before = master(app)
-    run, _ = under_load(client_for(HOST), lambda: app.run_test(f"systemctl restart {SERVICE}"))
+    run, _ = under_mixed_load(HOST, lambda: app.run_test(f"systemctl restart {SERVICE}"))
+    record_figure(record_property, "full restart, straight at one host", run.operation)
     assert master(app) != before
-    assert run.operation.total >= 20_000
-    assert run.operation.failed == 0, f"{run.operation.errors} {run.operation.statuses}"
+    assert run.operation.total >= MIN_REQUESTS
+    assert set(run.operation.methods) == ALL_METHODS, run.operation.summary()
+    assert run.operation.failed == 0, run.operation.summary()
+    assert run.operation.retried == 0, run.operation.summary()
 
 
 def test_worker_killed_with_sigkill_is_replaced_and_no_request_fails(
@@ -55,10 +70,12 @@ def test_worker_killed_with_sigkill_is_replaced_and_no_request_fails(
     record_property("figure", figure)
     assert "replaced" in timings, "the killed worker was not replaced within 10 s"
     assert master(app) == pid
-    assert run.operation.failed == 0, f"{run.operation.errors} {run.operation.statuses}"
+    assert run.operation.failed == 0, run.operation.summary()
 
 
-def test_master_killed_with_sigkill_is_restarted_and_no_request_fails(app_hosts: dict[str, Any]) -> None:
+def test_master_killed_with_sigkill_is_restarted_and_no_request_of_any_method_fails(
+    app_hosts: dict[str, Any], record_property: Callable[..., None]
+) -> None:
     app = app_hosts[HOST]
     before = master(app)
 
@@ -71,9 +88,12 @@ def test_master_killed_with_sigkill_is_restarted_and_no_request_fails(app_hosts:
                 return
             time.sleep(0.2)
 
-    run, _ = under_load(client_for(HOST), kill_master_and_wait)
+    run, _ = under_mixed_load(HOST, kill_master_and_wait)
+    record_figure(record_property, "master SIGKILL, straight at one host", run.operation)
     after = master(app)
     assert after not in (0, before)
     assert int(app.check_output(f"systemctl show --property NRestarts --value {SERVICE}")) >= 1
-    assert run.operation.total >= 20_000
-    assert run.operation.failed == 0, f"{run.operation.errors} {run.operation.statuses}"
+    assert run.operation.total >= MIN_REQUESTS
+    assert set(run.operation.methods) == ALL_METHODS, run.operation.summary()
+    assert run.operation.failed == 0, run.operation.summary()
+    assert run.operation.retried == 0, run.operation.summary()

@@ -38,6 +38,7 @@ def test_ten_reloads_in_a_row_replace_every_worker_and_fail_no_request_of_any_me
     master = main_pid(host, SERVICE)
     expected = 2 * usable_cpus(host, master) + 1
     assert len(child_pids(host, master)) == expected
+    log_lines_before = int(host.check_output("wc -l < /var/log/nginx/error.log"))
     load = BackgroundLoad(
         lambda: https_client(https_port, tls),
         MIXED,
@@ -70,6 +71,9 @@ def test_ten_reloads_in_a_row_replace_every_worker_and_fail_no_request_of_any_me
     assert all(part.total >= 100 for part in during.methods.values()), during.summary()
     assert during.failed == 0, during.summary()
     assert during.retried == 0, during.summary()
+    # Nor did nginx retry one unseen: it logs every upstream connection that failed.
+    new_log = host.check_output(f"tail -n +{log_lines_before + 1} /var/log/nginx/error.log")
+    assert "upstream" not in new_log, new_log[-3000:]
 
 
 def point_current_at(host: Any, target: str) -> None:
