@@ -37,9 +37,11 @@ demo-down:
 
 REPORTS := .cache/test-results
 
-# The summary (figures, failed tests, counts) is printed last, also when a scenario failed.
-test: bootstrap wheel lint unit
-	@status=0; $(MAKE) --no-print-directory molecule || status=1; \
+# The summary (figures, failed tests, counts) is printed last, also when the unit tests or a
+# scenario failed.
+test: bootstrap wheel lint
+	@status=0; $(MAKE) --no-print-directory unit || status=1; \
+	$(MAKE) --no-print-directory molecule || status=1; \
 	python3 scripts/test_summary.py $(REPORTS)/unit.xml $(REPORTS)/molecule-default.xml \
 		$(REPORTS)/molecule-ssh.xml $(REPORTS)/molecule-cluster.xml $(REPORTS)/molecule-notes.xml || status=1; \
 	exit $$status

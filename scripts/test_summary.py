@@ -1,8 +1,8 @@
 """Adds up the JUnit reports that `make test` writes and prints one closing line:
 `tests: N passed, N failed, N skipped`, after each scenario's wall time (times.txt beside the
 reports, from scripts/molecule.sh), the figures tests recorded (record_property "figure") and
-the names of the tests that failed. Exits 1 when a report is missing or counts
-a failure."""
+the names of the tests that failed. Exits 1 when a report is missing, counts a failure, or
+has no test that passed (all skipped, or none collected)."""
 
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ def main(paths: list[str]) -> int:
             continue
         root = ET.parse(path).getroot()
         suites = [root] if root.tag == "testsuite" else root.findall("testsuite")
+        report_passed = 0
         for suite in suites:
             total = int(suite.get("tests", 0))
             bad = int(suite.get("failures", 0)) + int(suite.get("errors", 0))
@@ -29,6 +30,7 @@ def main(paths: list[str]) -> int:
             failed += bad
             skipped += skip
             passed += total - bad - skip
+            report_passed += total - bad - skip
             for case in suite.iter("testcase"):
                 name = f"{path.stem}: {case.get('name')}"
                 figures += [
@@ -39,6 +41,8 @@ def main(paths: list[str]) -> int:
                 for problem in [*case.findall("failure"), *case.findall("error")]:
                     message = (problem.get("message") or "").splitlines()
                     failures.append(f"  {name}: {message[0][:300] if message else problem.tag}")
+        if report_passed == 0:
+            failures.append(f"  {path}: no test passed (a scenario in which no test passed is a failure)")
     times = Path(paths[0]).parent / "times.txt" if paths else None
     if times is not None and times.is_file():
         print("wall time per scenario:")
