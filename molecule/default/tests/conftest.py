@@ -6,15 +6,16 @@ from __future__ import annotations
 import os
 import ssl
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from asgikit_testing.clients import https_client, tls_context
+from asgikit_testing.clients import https_client, tls_context, wss_connect
 from asgikit_testing.containers import inventory_name, published_port
+from asgikit_testing.load import MIXED, BackgroundLoad
 
 REPO = Path(__file__).resolve().parents[3]
 SITE = REPO / "site.yml"
@@ -59,6 +60,24 @@ def tls(host: Any) -> ssl.SSLContext:
 def https(https_port: int, tls: ssl.SSLContext) -> Iterator[httpx.Client]:
     with https_client(https_port, tls) as client:
         yield client
+
+
+@pytest.fixture
+def mixed_load(https_port: int, tls: ssl.SSLContext) -> Callable[..., BackgroundLoad]:
+    """Makes the mixed load (every method, and WebSocket sessions) straight at this host,
+    verified with its certificate; start it with `with`."""
+
+    def make(threads: int = 6, websockets: int = 2, max_seconds: float = 300) -> BackgroundLoad:
+        return BackgroundLoad(
+            lambda: https_client(https_port, tls),
+            MIXED,
+            threads=threads,
+            make_websocket=lambda: wss_connect(https_port, "/ws", tls),
+            websockets=websockets,
+            max_seconds=max_seconds,
+        )
+
+    return make
 
 
 def run_site(

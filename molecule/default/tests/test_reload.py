@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import ssl
 import time
 from collections.abc import Callable
@@ -12,8 +13,8 @@ from websockets.exceptions import ConnectionClosed
 
 from asgikit_testing.clients import https_client, wss_connect
 from asgikit_testing.containers import child_pids, main_pid, usable_cpus
-from asgikit_testing.load import MIXED, BackgroundLoad, report_rows
-from conftest import CURRENT, SERVICE
+from asgikit_testing.load import BackgroundLoad, report_rows
+from conftest import CURRENT, GUNICORN_CONF, SERVICE
 
 
 def wait_for_new_workers(host: Any, master: int, old: set[int], expected: int, seconds: float) -> set[int]:
@@ -31,7 +32,7 @@ RELOADS = 10
 
 
 def test_ten_reloads_in_a_row_replace_every_worker_and_fail_no_request_of_any_method(
-    host: Any, https_port: int, tls: ssl.SSLContext, record_property: Callable[..., None]
+    host: Any, mixed_load: Callable[..., BackgroundLoad], record_property: Callable[..., None]
 ) -> None:
     """Ten HUPs, each sent once the previous one's workers are all new, under the mixed load
     (every method, WebSockets) straight at this host: nothing fails and nothing is retried."""
@@ -39,14 +40,7 @@ def test_ten_reloads_in_a_row_replace_every_worker_and_fail_no_request_of_any_me
     expected = 2 * usable_cpus(host, master) + 1
     assert len(child_pids(host, master)) == expected
     log_lines_before = int(host.check_output("wc -l < /var/log/nginx/error.log"))
-    load = BackgroundLoad(
-        lambda: https_client(https_port, tls),
-        MIXED,
-        threads=6,
-        make_websocket=lambda: wss_connect(https_port, "/ws", tls),
-        websockets=2,
-        max_seconds=300,
-    )
+    load = mixed_load()
     with load:
         time.sleep(1.0)
         started = time.monotonic()
@@ -135,3 +129,42 @@ def test_reload_closes_open_websockets_with_1012_and_new_ones_work(
     with wss_connect(https_port, "/ws", tls) as ws:
         ws.send("after the reload")
         assert ws.recv(timeout=10) == "after the reload"
+
+
+def test_workers_recycled_by_max_requests_fail_no_request_of_any_method(
+    host: Any, mixed_load: Callable[..., BackgroundLoad], record_property: Callable[..., None]
+) -> None:
+    """gunicorn_max_requests retires each worker after its share of requests: with a low
+    limit, every worker is replaced several times under the mixed load, and nothing fails."""
+    master = main_pid(host, SERVICE)
+    original = host.file(GUNICORN_CONF).content_string
+    assert "\nmax_requests = 10000\nmax_requests_jitter = 1000\n" in original
+    host.run_test(
+        f"sed -i -e 's/^max_requests = 10000$/max_requests = 300/' "
+        f"-e 's/^max_requests_jitter = 1000$/max_requests_jitter = 0/' {GUNICORN_CONF}"
+    )
+    try:
+        reload_and_wait(host, master)
+        before = child_pids(host, master)
+        log_lines_before = int(host.check_output("wc -l < /var/log/nginx/error.log"))
+        load = mixed_load(max_seconds=120)
+        with load:
+            load.wait_for(6_000, since=0.0, timeout=110)
+        after = child_pids(host, master)
+    finally:
+        encoded = base64.b64encode(original.encode()).decode()
+        host.run_test(f"echo {encoded} | base64 -d > {GUNICORN_CONF}")
+        reload_and_wait(host, master)
+    result = load.result
+    print("\n" + "\n".join(report_rows([("operation", result, 0.0)])))
+    record_property(
+        "figure",
+        f"max_requests = 300 (no jitter) on {host.backend.get_hostname()}, mixed load: "
+        f"{result.total} requests, {result.failed} failed, {result.retried} retried",
+    )
+    assert not before & after, "no worker was recycled"
+    assert main_pid(host, SERVICE) == master
+    assert result.failed == 0, result.summary()
+    assert result.retried == 0, result.summary()
+    new_log = host.check_output(f"tail -n +{log_lines_before + 1} /var/log/nginx/error.log")
+    assert "upstream" not in new_log, new_log[-3000:]

@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import re
-import ssl
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import httpx
 
-from asgikit_testing.clients import https_client, wss_connect
 from asgikit_testing.containers import child_pids, installed_distributions, main_pid, usable_cpus
-from asgikit_testing.load import MIXED, BackgroundLoad
+from asgikit_testing.load import BackgroundLoad
 from conftest import (
     CONFIG_DIR,
     CURRENT,
@@ -49,19 +48,12 @@ def test_socket_is_listened_on_by_systemd(host: Any) -> None:
     assert host.socket(f"unix://{SOCKET_PATH}").is_listening
 
 
-def test_socket_outlives_a_service_restart_and_no_request_fails(
-    host: Any, https_port: int, tls: ssl.SSLContext
+def test_socket_outlives_a_service_restart_and_no_request_of_any_method_fails(
+    host: Any, mixed_load: Callable[..., BackgroundLoad]
 ) -> None:
     inode_before = host.check_output(f"stat -c %i {SOCKET_PATH}")
     master_before = main_pid(host, SERVICE)
-    load = BackgroundLoad(
-        lambda: https_client(https_port, tls),
-        MIXED,
-        threads=4,
-        make_websocket=lambda: wss_connect(https_port, "/ws", tls),
-        websockets=1,
-        max_seconds=90,
-    )
+    load = mixed_load(threads=4, websockets=1, max_seconds=90)
     with load:
         time.sleep(1.0)
         host.run_test(f"systemctl restart {SERVICE}")
