@@ -23,12 +23,15 @@ def wait_for_new_workers(host: Any, master: int, old: set[int], expected: int, s
     while time.monotonic() < deadline:
         if len(current) == expected and not current & old:
             break
-        time.sleep(0.2)
+        time.sleep(0.5)
         current = child_pids(host, master)
     return current
 
 
 RELOADS = 10
+# Requests sent after each reload before the next one, so the load crosses every reload:
+# at least 3,000 during the ten (README).
+REQUESTS_PER_RELOAD = 300
 
 
 def test_ten_reloads_in_a_row_replace_every_worker_and_fail_no_request_of_any_method(
@@ -46,10 +49,12 @@ def test_ten_reloads_in_a_row_replace_every_worker_and_fail_no_request_of_any_me
         started = time.monotonic()
         for number in range(RELOADS):
             old = child_pids(host, master)
+            reloaded = time.monotonic()
             host.run_test(f"systemctl reload {SERVICE}")
             new = wait_for_new_workers(host, master, old, expected, seconds=40)
             assert len(new) == expected, f"reload {number + 1}: {len(new)} workers"
             assert not new & old, f"reload {number + 1}: workers not replaced"
+            load.wait_for(REQUESTS_PER_RELOAD, since=reloaded, timeout=60)
         ended = time.monotonic()
         time.sleep(1.0)  # keep the load on the new workers for a moment
     during = load.result.between(started, ended)
@@ -62,6 +67,7 @@ def test_ten_reloads_in_a_row_replace_every_worker_and_fail_no_request_of_any_me
     )
     assert main_pid(host, SERVICE) == master, "reload must not replace the master"
     assert set(during.methods) == {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "WS"}
+    assert during.total >= RELOADS * REQUESTS_PER_RELOAD, during.summary()
     assert all(part.total >= 100 for part in during.methods.values()), during.summary()
     assert during.failed == 0, during.summary()
     assert during.retried == 0, during.summary()

@@ -21,10 +21,16 @@ How this worker retires, race-free by construction:
      after its upstream keepalive_timeout (kept short by the nginx role). Either way the
      connection is closed only when no request can be on its way: after an answer that said
      so, or by the peer itself.
-  4. A WebSocket handshake that arrives on such a connection completes, and the socket is
-     then closed with 1012 (service restart), as uvicorn closes the WebSockets it had;
-     clients reconnect to a live worker.
-  5. In-flight work gets graceful_timeout seconds (uvicorn's timeout_graceful_shutdown,
+  4. An open WebSocket is closed with 1012 (service restart) through the closing handshake:
+     the worker sends its close frame, keeps reading (and discarding) what the client still
+     sends, and closes once the client answers with its own close frame (or after 10 s).
+     Stock uvicorn closes the socket right after its close frame; a message the client sent
+     meanwhile is then unread, the kernel resets the connection, and nginx can lose the
+     close frame on its way to the client (a 1006 instead of a 1012).
+  5. A WebSocket handshake that still arrives on an idle connection completes, and the
+     socket is then closed as in 4; clients reconnect to a live worker. (The nginx role
+     opens a new connection for each handshake, so only workers that accept get them.)
+  6. In-flight work gets graceful_timeout seconds (uvicorn's timeout_graceful_shutdown,
      which the stock worker leaves unset); gunicorn kills the worker after that.
 """
 
@@ -33,6 +39,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any, ClassVar
 
+from uvicorn.protocols.websockets.auto import AutoWebSocketsProtocol
 from uvicorn_worker import UvicornWorker
 
 try:
@@ -103,11 +110,48 @@ async def _close_when_open(websocket: Any) -> None:
         await asyncio.sleep(HANDSHAKE_POLL_SECONDS)
 
 
-class DrainingUvicornWorker(UvicornWorker):  # type: ignore[misc]
-    """UvicornWorker (uvloop when installed) with DrainingHTTPProtocol and gunicorn's
-    graceful_timeout handed to uvicorn."""
+def _websocket_protocol() -> Any:
+    """DrainingWebSocketProtocol where uvicorn's "auto" would pick the websockets sans-I/O
+    protocol (websockets installed, as uvicorn[standard] has it), else "auto" itself."""
+    try:
+        from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+    except ImportError:
+        return "auto"
+    if AutoWebSocketsProtocol is not WebSocketsSansIOProtocol:
+        return "auto"
 
-    CONFIG_KWARGS: ClassVar[dict[str, Any]] = {"loop": "auto", "http": DrainingHTTPProtocol}
+    class DrainingWebSocketProtocol(WebSocketsSansIOProtocol):  # type: ignore[misc]
+        """uvicorn's protocol, but a shutdown closes an open socket with the closing
+        handshake (module docstring, 4), as uvicorn itself does when the app sends
+        websocket.close."""
+
+        def shutdown(self) -> None:
+            if not self.handshake_complete or self.close_sent or self.transport.is_closing():
+                super().shutdown()
+                return
+            self.stop_keepalive()
+            self.queue.put_nowait({"type": "websocket.disconnect", "code": 1012})
+            self.conn.send_close(1012)
+            self.transport.write(b"".join(self.conn.data_to_send()))
+            self.close_sent = True  # from now on, what the client sends is read and dropped
+            if self.read_paused:
+                self.read_paused = False
+                self.transport.resume_reading()
+            # The client's close frame closes the socket (handle_close); this, if it never comes.
+            self.close_timer = self.loop.call_later(self.close_timeout, self.transport.close)
+
+    return DrainingWebSocketProtocol
+
+
+class DrainingUvicornWorker(UvicornWorker):  # type: ignore[misc]
+    """UvicornWorker (uvloop when installed) with DrainingHTTPProtocol, DrainingWebSocketProtocol
+    and gunicorn's graceful_timeout handed to uvicorn."""
+
+    CONFIG_KWARGS: ClassVar[dict[str, Any]] = {
+        "loop": "auto",
+        "http": DrainingHTTPProtocol,
+        "ws": _websocket_protocol(),
+    }
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
