@@ -61,6 +61,6 @@ unit:
 
 molecule:
 	@echo "==> molecule: default (Debian 12 and 13) side by side with ssh (site.yml over SSH, no route"
-	@echo "    to PyPI), then cluster (a balancer and two app hosts), then notes (the PostgreSQL example)"
+	@echo "    to PyPI) then notes (the PostgreSQL example); then cluster (a balancer and two app hosts)"
 	@mkdir -p $(REPORTS) && rm -f $(REPORTS)/molecule-*.xml
-	bash scripts/molecule.sh default+ssh cluster notes
+	bash scripts/molecule.sh default+ssh,notes cluster

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs `molecule test` for the named scenarios (default: default), and always destroys a
-# scenario's containers, also when it failed. Scenarios joined with + run side by side
-# (`default+ssh cluster`: default and ssh together, then cluster); join only scenarios whose
+# scenario's containers, also when it failed. Lanes joined with + run side by side, and the
+# scenarios of one lane, joined with a comma, one after the other (`default+ssh,notes
+# cluster`: default beside ssh then notes, then cluster); join only scenarios whose
 # containers and networks differ. Each scenario's output is kept in
 # .cache/test-results/molecule-<scenario>.log and its wall time in
 # .cache/test-results/times.txt; when one fails, the lines that say what failed are printed
@@ -36,23 +37,39 @@ run_scenario() {
 status=0
 failed=()
 for group in "$@"; do
-  IFS=+ read -r -a scenarios <<<"$group"
-  if [ "${#scenarios[@]}" = 1 ]; then
-    run_scenario "${scenarios[0]}" 1 || { status=1; failed+=("${scenarios[0]}"); }
+  IFS=+ read -r -a lanes <<<"$group"
+  if [ "${#lanes[@]}" = 1 ] && [[ "$group" != *,* ]]; then
+    run_scenario "$group" 1 || status=1
     continue
   fi
-  echo "==> molecule: ${scenarios[*]} side by side"
+  echo "==> molecule: ${lanes[*]} side by side (a comma: one after the other)"
   pids=()
-  for scenario in "${scenarios[@]}"; do
-    run_scenario "$scenario" 0 &
+  for lane in "${lanes[@]}"; do
+    (
+      lane_status=0
+      IFS=, read -r -a scenarios <<<"$lane"
+      for scenario in "${scenarios[@]}"; do
+        run_scenario "$scenario" 0 || lane_status=1
+      done
+      exit "$lane_status"
+    ) &
     pids+=($!)
   done
   for i in "${!pids[@]}"; do
-    wait "${pids[$i]}" || { status=1; failed+=("${scenarios[$i]}"); }
-    # The whole output of a scenario that ran side by side, once it is done.
-    sed -n '1,$p' "$logs/molecule-${scenarios[$i]}.log"
+    wait "${pids[$i]}" || status=1
+  done
+  # The whole output of each scenario that ran side by side, once all are done.
+  for lane in "${lanes[@]}"; do
+    IFS=, read -r -a scenarios <<<"$lane"
+    for scenario in "${scenarios[@]}"; do
+      sed -n '1,$p' "$logs/molecule-$scenario.log"
+    done
   done
 done
+# Scenarios that failed, from their recorded status (lanes run in subshells).
+while read -r scenario _ result; do
+  [ "$result" = failed ] && failed+=("$scenario")
+done <"$logs/times.txt"
 
 echo "==> molecule: wall time per scenario (s)"
 sed 's/^/    /' "$logs/times.txt"
