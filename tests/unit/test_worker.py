@@ -35,16 +35,23 @@ class Server:
         return conn
 
 
-def _serve(rendered: Path, tmp_path: Path, *extra: str) -> Iterator[Server]:  # noqa: F811
+def _serve(
+    rendered: Path,  # noqa: F811
+    tmp_path: Path,
+    *extra: str,
+    config: Path | None = None,
+) -> Iterator[Server]:
+    """gunicorn with the rendered default gunicorn_conf.py (or `config`), one worker unless
+    `extra` says otherwise, serving once it answers."""
     sock = tmp_path / "app.sock"
-    env = {k: v for k, v in os.environ.items() if k != "WEB_CONCURRENCY"}
+    environ = {k: v for k, v in os.environ.items() if k != "WEB_CONCURRENCY"}
     process = subprocess.Popen(
         [
-            sys.executable, "-m", "gunicorn", "--config", str(rendered / "default.py"),
+            sys.executable, "-m", "gunicorn", "--config", str(config or rendered / "default.py"),
             "--bind", f"unix:{sock}", "--workers", "1", "--no-control-socket",
             "--graceful-timeout", "20", *extra,
         ],
-        env=env,
+        env=environ,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )  # fmt: skip
@@ -208,3 +215,73 @@ def test_an_open_websocket_is_closed_with_1012_through_the_closing_handshake(kit
     assert closed.value.rcvd is not None, "no close frame: the connection was cut"
     assert closed.value.rcvd.code == 1012
     assert closed.value.sent is not None, "the client's close reply was not sent"
+
+
+# An app that takes this long to import, as large apps do: a HUP's new workers take at least
+# that long to serve.
+IMPORT_SECONDS = 3.0
+SLOW_APP = f"""
+import os
+import time
+
+time.sleep({IMPORT_SECONDS})
+
+
+async def app(scope, receive, send):
+    if scope["type"] == "lifespan":
+        while True:
+            message = await receive()
+            await send({{"type": message["type"] + ".complete"}})
+            if message["type"] == "lifespan.shutdown":
+                return
+    body = str(os.getpid()).encode()
+    await send({{"type": "http.response.start", "status": 200,
+                "headers": [(b"content-length", str(len(body)).encode())]}})
+    await send({{"type": "http.response.body", "body": body}})
+"""
+
+
+def answers_through_a_hup(rendered: Path, tmp_path: Path, config: Path | None) -> list[tuple[float, int]]:  # noqa: F811
+    """Serves SLOW_APP with two workers, sends the master HUP under a steady stream of
+    requests (a new connection each), and returns each answer's wait and worker pid, from
+    the HUP until the new workers have answered for a second."""
+    (tmp_path / "slowapp.py").write_text(SLOW_APP)
+    extra = ("--workers", "2", "--pythonpath", str(tmp_path), "slowapp:app")
+    answers: list[tuple[float, int]] = []
+    for server in _serve(rendered, tmp_path, *extra, config=config):
+        with server.connect() as conn:
+            old = {int(request(conn, "GET", "/", close=True)[2])}
+        server.process.send_signal(signal.SIGHUP)
+        deadline, new_since = time.monotonic() + 30, None
+        while time.monotonic() < deadline and (new_since is None or time.monotonic() - new_since < 1.0):
+            started = time.monotonic()
+            with server.connect() as conn:
+                conn.settimeout(30)
+                status, _, body = request(conn, "GET", "/", close=True)
+            assert status == 200
+            answers.append((time.monotonic() - started, int(body)))
+            if int(body) not in old and new_since is None:
+                new_since = time.monotonic()
+            time.sleep(0.02)
+        assert new_since is not None, "no new worker answered within 30 s of the HUP"
+    return answers
+
+
+def test_a_hup_retires_the_old_workers_only_once_the_new_ones_serve(rendered: Path, tmp_path: Path) -> None:  # noqa: F811
+    """With the kit's gunicorn_conf.py, the old workers keep accepting until the new ones have
+    imported the app: no request waits for an import."""
+    answers = answers_through_a_hup(rendered, tmp_path, None)
+    longest = max(wait for wait, _ in answers)
+    print(f"kit: {len(answers)} requests through a HUP, longest wait {longest:.3f} s")
+    assert longest < IMPORT_SECONDS / 2, f"a request waited {longest:.2f} s during the HUP"
+
+
+def test_the_stock_hup_makes_requests_wait_for_the_new_workers_import(rendered: Path, tmp_path: Path) -> None:  # noqa: F811
+    """What the test above would catch: gunicorn alone signals the old workers as soon as it
+    has forked the new ones, and requests wait in the backlog until one of those serves."""
+    stock = tmp_path / "stock.py"
+    stock.write_text('worker_class = "uvicorn_worker.UvicornWorker"\n')
+    answers = answers_through_a_hup(rendered, tmp_path, stock)
+    longest = max(wait for wait, _ in answers)
+    print(f"stock: {len(answers)} requests through a HUP, longest wait {longest:.3f} s")
+    assert longest > IMPORT_SECONDS / 2, f"the longest wait was {longest:.2f} s"

@@ -78,7 +78,7 @@ def test_gunicorn_master_runs_two_per_core_plus_one_workers(host: Any) -> None:
 
 def test_gunicorn_conf_uses_uvicorn_worker_and_unix_socket(host: Any) -> None:
     conf = host.file(GUNICORN_CONF).content_string
-    assert "worker_class = kit_worker()" in conf
+    assert "worker_class = KIT_WORKER.DrainingUvicornWorker" in conf
     assert "class DrainingUvicornWorker(UvicornWorker)" in host.file(KIT_WORKER).content_string
     assert f'bind = ["unix:{SOCKET_PATH}"]' in conf
     assert "preload_app = False" in conf

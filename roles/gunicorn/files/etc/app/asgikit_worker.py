@@ -32,11 +32,18 @@ How this worker retires, race-free by construction:
      opens a new connection for each handshake, so only workers that accept get them.)
   6. In-flight work gets graceful_timeout seconds (uvicorn's timeout_graceful_shutdown,
      which the stock worker leaves unset); gunicorn kills the worker after that.
+
+And when a HUP replaces every worker, the old ones retire only once the new ones serve
+(retire_old_workers_once_new_ones_serve, installed in the master by gunicorn_conf.py).
+gunicorn itself signals the old workers right after forking the new ones, so for as long as
+the new ones take to import the app and run its startup, no worker accepts: every request
+waits in the socket's backlog (gunicorn #1199, #1757).
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any, ClassVar
 
 from uvicorn.protocols.websockets.auto import AutoWebSocketsProtocol
@@ -50,6 +57,8 @@ except ImportError:  # httptools missing: uvicorn's pure-Python h11 protocol
 CONNECTION_CLOSE = (b"connection", b"close")
 # How often a WebSocket opened during the drain is checked for a completed handshake.
 HANDSHAKE_POLL_SECONDS = 0.05
+# How often the master looks whether a HUP's new workers serve yet.
+SERVING_POLL_SECONDS = 0.1
 
 
 def _handshake_done(protocol: Any) -> bool:
@@ -156,3 +165,37 @@ class DrainingUvicornWorker(UvicornWorker):  # type: ignore[misc]
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.config.timeout_graceful_shutdown = self.cfg.graceful_timeout
+
+
+def _serving(worker: Any) -> bool:
+    """Whether a worker has started serving: it has sent its first heartbeat, which the
+    Uvicorn worker sends once the app's startup is done and it listens. gunicorn's WorkerTmp
+    stamps its file with time.monotonic() at each heartbeat; before the first, the stamp is
+    the file's creation time on the wall clock, far above any monotonic reading (gunicorn's
+    own timeout check reads it the same way)."""
+    try:
+        return bool(worker.tmp.last_update() <= time.monotonic())
+    except (OSError, ValueError):  # the worker is gone and its file closed
+        return False
+
+
+def retire_old_workers_once_new_ones_serve(arbiter: Any) -> None:
+    """Makes the master's manage_workers() wait, before it signals the workers beyond the
+    configured count (the old ones, after a HUP), until the newest ones serve, or for
+    gunicorn's `timeout` at most (a worker that hangs in its startup). Meanwhile it reaps
+    exited workers, so a new worker that fails to boot stops the master as it always does.
+    Called from gunicorn_conf.py's on_starting and on_reload hooks, in the master; gunicorn's
+    own reload() then waits for the old workers to exit, as before."""
+    arbiter_class = type(arbiter)
+
+    def manage_workers() -> None:
+        deadline = time.monotonic() + arbiter.cfg.timeout
+        while len(arbiter.WORKERS) > arbiter.num_workers and time.monotonic() < deadline:
+            newest = sorted(arbiter.WORKERS.values(), key=lambda worker: worker.age)[-arbiter.num_workers :]
+            if all(_serving(worker) for worker in newest):
+                break
+            arbiter.reap_workers()
+            time.sleep(SERVING_POLL_SECONDS)
+        arbiter_class.manage_workers(arbiter)
+
+    arbiter.manage_workers = manage_workers
