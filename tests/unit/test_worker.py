@@ -11,6 +11,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -285,3 +286,42 @@ def test_the_stock_hup_makes_requests_wait_for_the_new_workers_import(rendered: 
     longest = max(wait for wait, _ in answers)
     print(f"stock: {len(answers)} requests through a HUP, longest wait {longest:.3f} s")
     assert longest > IMPORT_SECONDS / 2, f"the longest wait was {longest:.2f} s"
+
+
+def test_websockets_opened_while_the_worker_retires_are_closed_with_1012_never_cut(
+    rendered: Path,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """WebSocket handshakes sent in a burst as the worker gets TERM: whichever the retiring
+    worker took (before, during or just as it stopped accepting) are closed with 1012; none
+    is cut without a close frame when its graceful timeout ends. Those the replacement
+    worker took stay open."""
+    results: list[str] = []
+
+    def session(sock: Path) -> None:
+        try:
+            with unix_connect(str(sock), "ws://app/ws", open_timeout=10) as websocket:
+                websocket.send("hello")
+                deadline = time.monotonic() + 8
+                while time.monotonic() < deadline:
+                    websocket.recv(timeout=deadline - time.monotonic())
+                results.append("open")
+        except TimeoutError:
+            results.append("open")
+        except ConnectionClosed as closed:
+            results.append(str(closed.rcvd.code) if closed.rcvd is not None else "cut")
+
+    for server in _serve(rendered, tmp_path, "--graceful-timeout", "4"):
+        with server.connect() as conn:
+            pid = int(json.loads(request(conn, "GET", "/runtime", close=True)[2])["pid"])
+        threads = [threading.Thread(target=session, args=(server.sock,)) for _ in range(40)]
+        for number, thread in enumerate(threads):
+            thread.start()
+            if number == 20:
+                os.kill(pid, signal.SIGTERM)
+        for thread in threads:
+            thread.join(timeout=30)
+    print(f"sessions: {sorted(results)}")
+    assert len(results) == len(threads)
+    assert "cut" not in results, results
+    assert set(results) <= {"1012", "open"}, results

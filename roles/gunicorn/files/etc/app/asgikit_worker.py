@@ -27,10 +27,16 @@ How this worker retires, race-free by construction:
      Stock uvicorn closes the socket right after its close frame; a message the client sent
      meanwhile is then unread, the kernel resets the connection, and nginx can lose the
      close frame on its way to the client (a 1006 instead of a 1012).
-  5. A WebSocket handshake that still arrives on an idle connection completes, and the
-     socket is then closed as in 4; clients reconnect to a live worker. (The nginx role
-     opens a new connection for each handshake, so only workers that accept get them.)
-  6. In-flight work gets graceful_timeout seconds (uvicorn's timeout_graceful_shutdown,
+  5. A WebSocket handshake that still arrives on an idle connection, or that is under way
+     when the worker starts retiring, completes, and the socket is then closed as in 4
+     (stock uvicorn answers a handshake under way with 500); clients reconnect to a live
+     worker. (The nginx role opens a new connection for each handshake, so only workers
+     that accept get them.)
+  6. A connection the worker accepted just before it stopped accepting, but whose protocol
+     starts only after the shutdown began (the event loop makes it a moment later), is
+     retiring from its start: uvicorn's shutdown never saw it, and it would otherwise serve
+     a WebSocket until the graceful timeout cut it without a close frame.
+  7. In-flight work gets graceful_timeout seconds (uvicorn's timeout_graceful_shutdown,
      which the stock worker leaves unset); gunicorn kills the worker after that.
 
 And when a HUP replaces every worker, the old ones retire only once the new ones serve
@@ -43,10 +49,13 @@ waits in the socket's backlog (gunicorn #1199, #1757).
 from __future__ import annotations
 
 import asyncio
+import sys
 import time
 from typing import Any, ClassVar
 
+from gunicorn.arbiter import Arbiter
 from uvicorn.protocols.websockets.auto import AutoWebSocketsProtocol
+from uvicorn.server import Server
 from uvicorn_worker import UvicornWorker
 
 try:
@@ -95,6 +104,11 @@ class DrainingHTTPProtocol(_HTTPProtocol):  # type: ignore[misc, valid-type]
             # uvicorn's h11 cycle closes without saying so; the header tells the peer first.
             cycle.default_headers = [*cycle.default_headers, CONNECTION_CLOSE]
 
+    def connection_made(self, transport: Any) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        if getattr(self.server_state, "draining", False):
+            self.draining = True  # module docstring, step 6
+
     def shutdown(self) -> None:
         """Called by uvicorn's Server.shutdown() for each connection, once."""
         self.draining = True
@@ -135,7 +149,11 @@ def _websocket_protocol() -> Any:
         websocket.close."""
 
         def shutdown(self) -> None:
-            if not self.handshake_complete or self.close_sent or self.transport.is_closing():
+            if not self.handshake_complete and not self.close_sent and not self.transport.is_closing():
+                # A handshake under way: let it complete, then close (module docstring, 5).
+                self.loop.create_task(_close_when_open(self))
+                return
+            if self.close_sent or self.transport.is_closing():
                 super().shutdown()
                 return
             self.stop_keepalive()
@@ -152,6 +170,15 @@ def _websocket_protocol() -> Any:
     return DrainingWebSocketProtocol
 
 
+class DrainingServer(Server):  # type: ignore[misc]
+    """uvicorn's Server, marking its shared state as retiring before it shuts down, so that a
+    connection whose protocol starts after that is retiring too (module docstring, 6)."""
+
+    async def shutdown(self, sockets: Any = None) -> None:
+        self.server_state.draining = True
+        await super().shutdown(sockets)
+
+
 class DrainingUvicornWorker(UvicornWorker):  # type: ignore[misc]
     """UvicornWorker (uvloop when installed) with DrainingHTTPProtocol, DrainingWebSocketProtocol
     and gunicorn's graceful_timeout handed to uvicorn."""
@@ -165,6 +192,15 @@ class DrainingUvicornWorker(UvicornWorker):  # type: ignore[misc]
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.config.timeout_graceful_shutdown = self.cfg.graceful_timeout
+
+    async def _serve(self) -> None:
+        """UvicornWorker._serve (uvicorn-worker 0.4.0) with DrainingServer."""
+        self.config.app = self.wsgi
+        server = DrainingServer(config=self.config)
+        self._install_sigquit_handler()
+        await server.serve(sockets=self.sockets)
+        if not server.started:
+            sys.exit(Arbiter.WORKER_BOOT_ERROR)
 
 
 def _serving(worker: Any) -> bool:
