@@ -41,8 +41,14 @@ def https_client(
     return httpx.Client(base_url=f"https://{address}:{port}", verify=context, http2=http2, timeout=timeout)
 
 
+# Seconds a client waits for an answer: an HTTP request (client_for) or a WebSocket
+# handshake alike. A service that recovers from a crash (a master killed: the old workers
+# drain, systemd restarts the service, the new workers import the app) answers late, not never.
+CLIENT_TIMEOUT = 30
+
+
 def wss_connect(port: int, path: str, context: ssl.SSLContext) -> ClientConnection:
-    return connect(f"wss://127.0.0.1:{port}{path}", ssl=context, open_timeout=10)
+    return connect(f"wss://127.0.0.1:{port}{path}", ssl=context, open_timeout=CLIENT_TIMEOUT)
 
 
 def _unverified() -> ssl.SSLContext:
@@ -57,7 +63,7 @@ def client_for(container: str) -> Callable[[], httpx.Client]:
     certificates are self-signed and differ per host (verification is tested in the default
     scenario); here only the traffic matters."""
     port, context = published_port(container, 443), _unverified()
-    return lambda: httpx.Client(base_url=f"https://127.0.0.1:{port}", verify=context, timeout=30)
+    return lambda: httpx.Client(base_url=f"https://127.0.0.1:{port}", verify=context, timeout=CLIENT_TIMEOUT)
 
 
 def websocket_for(container: str, path: str = "/ws") -> Callable[[], ClientConnection]:
