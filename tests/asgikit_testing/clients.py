@@ -13,6 +13,11 @@ from websockets.sync.client import ClientConnection, connect
 
 from asgikit_testing.containers import published_port
 
+# Seconds a client waits for an answer: an HTTP request (client_for) or a WebSocket
+# handshake alike. A service that recovers from a crash (a master killed: the old workers
+# drain, systemd restarts the service, the new workers import the app) answers late, not never.
+CLIENT_TIMEOUT = 30
+
 
 def tls_context(
     ca_pem: str, minimum: ssl.TLSVersion | None = None, maximum: ssl.TLSVersion | None = None
@@ -39,12 +44,6 @@ def https_client(
 ) -> httpx.Client:
     """A client for 127.0.0.1's published `port`, or for `address` (a test container's own)."""
     return httpx.Client(base_url=f"https://{address}:{port}", verify=context, http2=http2, timeout=timeout)
-
-
-# Seconds a client waits for an answer: an HTTP request (client_for) or a WebSocket
-# handshake alike. A service that recovers from a crash (a master killed: the old workers
-# drain, systemd restarts the service, the new workers import the app) answers late, not never.
-CLIENT_TIMEOUT = 30
 
 
 def wss_connect(port: int, path: str, context: ssl.SSLContext) -> ClientConnection:

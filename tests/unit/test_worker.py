@@ -128,6 +128,14 @@ def retire_the_worker(conn: socket.socket) -> int:
     return pid
 
 
+def a_worker_pid(server: Server) -> int:
+    """The pid of the worker that answers a request on a new connection."""
+    with server.connect() as conn:
+        status, _, body = request(conn, "GET", "/runtime", close=True)
+    assert status == 200
+    return int(json.loads(body)["pid"])
+
+
 def alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -207,10 +215,7 @@ def test_an_open_websocket_is_closed_with_1012_through_the_closing_handshake(kit
     with unix_connect(str(kit_server.sock), "ws://app/ws") as websocket:
         websocket.send("hello")
         assert websocket.recv(timeout=10) == "hello"
-        with kit_server.connect() as conn:
-            status, _, body = request(conn, "GET", "/runtime", close=True)
-        assert status == 200
-        os.kill(int(json.loads(body)["pid"]), signal.SIGTERM)
+        os.kill(a_worker_pid(kit_server), signal.SIGTERM)
         with pytest.raises(ConnectionClosed) as closed:
             exchange_until_closed(websocket)
     assert closed.value.rcvd is not None, "no close frame: the connection was cut"
@@ -242,10 +247,10 @@ async def app(scope, receive, send):
 """
 
 
-def answers_through_a_hup(rendered: Path, tmp_path: Path, config: Path | None) -> list[tuple[float, int]]:  # noqa: F811
+def longest_wait_through_a_hup(rendered: Path, tmp_path: Path, config: Path | None, label: str) -> float:  # noqa: F811
     """Serves SLOW_APP with two workers, sends the master HUP under a steady stream of
-    requests (a new connection each), and returns each answer's wait and worker pid, from
-    the HUP until the new workers have answered for a second."""
+    requests (a new connection each), from the HUP until the new workers have answered for a
+    second, prints and returns the longest wait for an answer."""
     (tmp_path / "slowapp.py").write_text(SLOW_APP)
     extra = ("--workers", "2", "--pythonpath", str(tmp_path), "slowapp:app")
     answers: list[tuple[float, int]] = []
@@ -265,15 +270,15 @@ def answers_through_a_hup(rendered: Path, tmp_path: Path, config: Path | None) -
                 new_since = time.monotonic()
             time.sleep(0.02)
         assert new_since is not None, "no new worker answered within 30 s of the HUP"
-    return answers
+    longest = max(wait for wait, _ in answers)
+    print(f"{label}: {len(answers)} requests through a HUP, longest wait {longest:.3f} s")
+    return longest
 
 
 def test_a_hup_retires_the_old_workers_only_once_the_new_ones_serve(rendered: Path, tmp_path: Path) -> None:  # noqa: F811
     """With the kit's gunicorn_conf.py, the old workers keep accepting until the new ones have
     imported the app: no request waits for an import."""
-    answers = answers_through_a_hup(rendered, tmp_path, None)
-    longest = max(wait for wait, _ in answers)
-    print(f"kit: {len(answers)} requests through a HUP, longest wait {longest:.3f} s")
+    longest = longest_wait_through_a_hup(rendered, tmp_path, None, "kit")
     assert longest < IMPORT_SECONDS / 2, f"a request waited {longest:.2f} s during the HUP"
 
 
@@ -282,9 +287,7 @@ def test_the_stock_hup_makes_requests_wait_for_the_new_workers_import(rendered: 
     has forked the new ones, and requests wait in the backlog until one of those serves."""
     stock = tmp_path / "stock.py"
     stock.write_text('worker_class = "uvicorn_worker.UvicornWorker"\n')
-    answers = answers_through_a_hup(rendered, tmp_path, stock)
-    longest = max(wait for wait, _ in answers)
-    print(f"stock: {len(answers)} requests through a HUP, longest wait {longest:.3f} s")
+    longest = longest_wait_through_a_hup(rendered, tmp_path, stock, "stock")
     assert longest > IMPORT_SECONDS / 2, f"the longest wait was {longest:.2f} s"
 
 
@@ -312,8 +315,7 @@ def test_websockets_opened_while_the_worker_retires_are_closed_with_1012_never_c
             results.append(str(closed.rcvd.code) if closed.rcvd is not None else "cut")
 
     for server in _serve(rendered, tmp_path, "--graceful-timeout", "4"):
-        with server.connect() as conn:
-            pid = int(json.loads(request(conn, "GET", "/runtime", close=True)[2])["pid"])
+        pid = a_worker_pid(server)
         threads = [threading.Thread(target=session, args=(server.sock,)) for _ in range(40)]
         for number, thread in enumerate(threads):
             thread.start()

@@ -83,8 +83,14 @@ class DrainingHTTPProtocol(_HTTPProtocol):  # type: ignore[misc, valid-type]
     """uvicorn's HTTP protocol, but a shutdown never closes a connection the peer may be
     writing to: every answer from then on carries `Connection: close`."""
 
-    draining = False
     _cycle: Any = None
+
+    @property
+    def draining(self) -> bool:
+        """The worker is retiring (DrainingServer marks the state every connection shares),
+        so a connection whose protocol starts after the shutdown began is retiring too
+        (module docstring, 6)."""
+        return bool(getattr(self.server_state, "draining", False))
 
     @property  # type: ignore[override]
     def cycle(self) -> Any:
@@ -104,14 +110,9 @@ class DrainingHTTPProtocol(_HTTPProtocol):  # type: ignore[misc, valid-type]
             # uvicorn's h11 cycle closes without saying so; the header tells the peer first.
             cycle.default_headers = [*cycle.default_headers, CONNECTION_CLOSE]
 
-    def connection_made(self, transport: Any) -> None:  # type: ignore[override]
-        super().connection_made(transport)
-        if getattr(self.server_state, "draining", False):
-            self.draining = True  # module docstring, step 6
-
     def shutdown(self) -> None:
-        """Called by uvicorn's Server.shutdown() for each connection, once."""
-        self.draining = True
+        """Called by uvicorn's Server.shutdown() for each connection, once, after
+        DrainingServer marked the state as draining."""
         if self._cycle is not None and not self._cycle.response_complete:
             self._answer_then_close(self._cycle)
         # Idle: left open on purpose (module docstring, step 3).
@@ -171,8 +172,9 @@ def _websocket_protocol() -> Any:
 
 
 class DrainingServer(Server):  # type: ignore[misc]
-    """uvicorn's Server, marking its shared state as retiring before it shuts down, so that a
-    connection whose protocol starts after that is retiring too (module docstring, 6)."""
+    """uvicorn's Server, marking the state its connections share as retiring before it shuts
+    down: DrainingHTTPProtocol.draining reads it, for the connections shutdown() reaches and
+    for those whose protocol starts after that (module docstring, 6)."""
 
     async def shutdown(self, sockets: Any = None) -> None:
         self.server_state.draining = True
