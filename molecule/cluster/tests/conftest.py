@@ -3,7 +3,10 @@ ports, the wheels of each release, and runners for the kit's playbooks."""
 
 from __future__ import annotations
 
+import subprocess
+import threading
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +23,7 @@ REPO = Path(__file__).resolve().parents[3]
 BALANCER = "asgikit-lb"
 APP_HOSTS = ("asgikit-app1", "asgikit-app2")
 SERVICE = "refapp.service"
+CURRENT = "/opt/refapp/current"
 V1_WHEEL = REPO / "app/dist/refapp-1.0.0-py3-none-any.whl"
 
 # Every test module runs once, against the balancer; app hosts come from `app_hosts`.
@@ -95,6 +99,67 @@ def under_mixed_load(
     )
     print("\n" + "\n".join(report_rows(run.phases())))
     return run, value
+
+
+ADMIN_SOCKET = "/run/haproxy/admin.sock"
+HAPROXY_BACKEND = "app_hosts"
+
+
+def balancer_servers(balancer: Any) -> dict[str, dict[str, str]]:
+    """Each app host's row in HAProxy's `show stat` (status, scur, ...), read through the
+    runtime API on the balancer."""
+    out = balancer.check_output(f"echo 'show stat' | socat - UNIX-CONNECT:{ADMIN_SOCKET}")
+    header, *rows = out.lstrip("# ").splitlines()
+    fields = header.split(",")
+    servers = {}
+    for row in rows:
+        values = dict(zip(fields, row.split(","), strict=False))
+        if values.get("pxname") == HAPROXY_BACKEND and values.get("svname") in APP_HOSTS:
+            servers[values["svname"]] = values
+    return servers
+
+
+def _docker_exec(container: str, command: str) -> str:
+    argv = ["docker", "exec", container, "sh", "-c", command]
+    return subprocess.run(argv, capture_output=True, text=True, check=True, timeout=30).stdout
+
+
+@dataclass(frozen=True)
+class Observation:
+    """One look at the cluster: where each app host's `current` points (read first), then
+    which app hosts HAProxy has drained."""
+
+    current: dict[str, str]
+    drained: frozenset[str]
+
+
+class DrainWatch:
+    """Looks at the cluster over and over (docker exec, a few per second) while an operation
+    runs, to show which hosts were drained when their release changed."""
+
+    def __init__(self) -> None:
+        self.observations: list[Observation] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            current = {name: _docker_exec(name, f"readlink {CURRENT}").strip() for name in APP_HOSTS}
+            stat = _docker_exec(BALANCER, f"echo 'show stat' | socat - UNIX-CONNECT:{ADMIN_SOCKET}")
+            drained = frozenset(
+                row.split(",")[1]
+                for row in stat.splitlines()
+                if row.startswith(f"{HAPROXY_BACKEND},") and row.split(",")[17].startswith("DRAIN")
+            )
+            self.observations.append(Observation(current, drained))
+
+    def __enter__(self) -> DrainWatch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=60)
 
 
 def master_pids(app_hosts: dict[str, Any]) -> dict[str, int]:
