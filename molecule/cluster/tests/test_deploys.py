@@ -58,8 +58,9 @@ def test_rolling_deploy_across_the_cluster_fails_no_request(
     for name in APP_HOSTS:
         before = looks[0].current[name]
         moved = next(i for i, look in enumerate(looks) if look.current[name] != before)
-        assert looks[moved].drained == {name}, f"{name}: current moved while drained: {set(looks[moved].drained)}"
-        assert any(name in look.drained for look in looks[:moved]), f"{name} not seen drained before the switch"
+        drained_then = set(looks[moved].drained)
+        assert drained_then == {name}, f"{name}: current moved while the drained hosts were {drained_then}"
+        assert any(name in look.drained for look in looks[:moved]), f"{name}: not drained before the switch"
     assert not looks[-1].drained, "a host was left drained"
     assert run.operation.total >= MIN_REQUESTS
     assert run.operation.failed == 0, run.operation.summary()
