@@ -78,6 +78,10 @@ class Sample:
         return self.method != WEBSOCKET and (self.status is None or not 200 <= self.status < 300)
 
 
+# Answers that carry no version: HEAD has no body, and the WebSocket echoes what it gets.
+UNVERSIONED = frozenset({"HEAD", WEBSOCKET})
+
+
 @dataclass
 class LoadResult:
     samples: list[Sample] = field(default_factory=list)
@@ -110,6 +114,11 @@ class LoadResult:
     @property
     def versions(self) -> Counter[str]:
         return Counter(s.version for s in self.samples if s.version is not None)
+
+    @property
+    def versioned(self) -> int:
+        """Answers that name the release's version: all but HEAD's and WebSocket messages."""
+        return sum(1 for s in self.samples if s.method not in UNVERSIONED)
 
     @property
     def methods(self) -> dict[str, LoadResult]:
