@@ -47,9 +47,8 @@ def test_new_balancer_configuration_and_app_host_certificates_go_live_with_no_fa
     finally:
         restored = run_playbook("site")
     assert restored.returncode == 0, restored.output[-3000:]
-    record_figure(
-        record_property, "site.yml: HAProxy reload and new app host certificates, through the balancer", run.operation
-    )
+    operation = "site.yml: HAProxy reloaded, new app host certificates, through the balancer"
+    record_figure(record_property, operation, run.operation)
     assert "RUNNING HANDLER [haproxy : Reload haproxy]" in result.output
     # nginx reloaded once per app host, each in its own batch, drained.
     assert result.output.count("TASK [Reload nginx]") == len(app_hosts), result.output[-3000:]
