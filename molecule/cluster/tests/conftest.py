@@ -139,8 +139,15 @@ class DrainWatch:
 
     def __init__(self) -> None:
         self.observations: list[Observation] = []
+        self.error: Exception | None = None
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+
+    def _watch(self) -> None:
+        try:
+            self._run()
+        except Exception as error:  # reported when the watch ends
+            self.error = error
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -160,6 +167,7 @@ class DrainWatch:
     def __exit__(self, *_: object) -> None:
         self._stop.set()
         self._thread.join(timeout=60)
+        assert self.error is None, f"watching the cluster failed: {self.error!r}"
 
 
 def master_pids(app_hosts: dict[str, Any]) -> dict[str, int]:

@@ -24,10 +24,15 @@ pytestmark = pytest.mark.usefixtures("on_v1")
 __all__ = ["testinfra_hosts"]  # testinfra reads it from the test module
 
 CERTIFICATE = "/etc/nginx/tls/refapp.crt"
+RELOAD_MARKER = "/run/asgikit-nginx-reload-pending"
 
 
-def serial(host: Any) -> str:
-    return host.check_output(f"openssl x509 -in {CERTIFICATE} -noout -serial")
+def served_serial(balancer: Any, app_host: str) -> str:
+    """The serial of the certificate an app host's nginx serves, as the balancer sees it."""
+    return balancer.check_output(
+        f"openssl s_client -connect {app_host}:443 -servername localhost </dev/null 2>/dev/null"
+        " | openssl x509 -noout -serial"
+    )
 
 
 def test_new_balancer_configuration_and_app_host_certificates_go_live_with_no_failed_request(
@@ -35,7 +40,8 @@ def test_new_balancer_configuration_and_app_host_certificates_go_live_with_no_fa
 ) -> None:
     """One site.yml run: a new HAProxy setting (a reload of HAProxy) and, on each app host, a
     new certificate from the kit's CA (its old one removed), so nginx reloads there."""
-    before = {name: serial(app) for name, app in app_hosts.items()}
+    before = {name: served_serial(host, name) for name in app_hosts}
+    assert all(before.values()), before
     for app in app_hosts.values():
         app.run_test(f"rm {CERTIFICATE}")
     try:
@@ -50,10 +56,11 @@ def test_new_balancer_configuration_and_app_host_certificates_go_live_with_no_fa
     operation = "site.yml: HAProxy reloaded, new app host certificates, through the balancer"
     record_figure(record_property, operation, run.operation)
     assert "RUNNING HANDLER [haproxy : Reload haproxy]" in result.output
-    # nginx reloaded once per app host, each in its own batch, drained.
-    assert result.output.count("TASK [Reload nginx]") == len(app_hosts), result.output[-3000:]
-    after = {name: serial(app) for name, app in app_hosts.items()}
+    # Each app host's nginx serves its new certificate: it reloaded (drained, in the last
+    # play), and no reload is left pending.
+    after = {name: served_serial(host, name) for name in app_hosts}
     assert all(after[name] != before[name] for name in app_hosts), (before, after)
+    assert all(not app.file(RELOAD_MARKER).exists for app in app_hosts.values())
     assert all(row["status"] == "UP" for row in balancer_servers(host).values())
     assert run.operation.total >= MIN_REQUESTS
     assert set(run.operation.methods) == ALL_METHODS, run.operation.summary()
