@@ -83,6 +83,10 @@ def record_figure(record_property: Callable[..., None], operation: str, result: 
     )
 
 
+# The mixed load's concurrency: request threads, and WebSocket sessions.
+MIXED_THREADS, MIXED_WEBSOCKETS = 6, 2
+
+
 def under_mixed_load(
     container: str, operation: Callable[[], Any], min_requests: int = MIN_REQUESTS
 ) -> tuple[OperationRun, Any]:
@@ -92,9 +96,9 @@ def under_mixed_load(
         client_for(container),
         operation,
         mix=MIXED,
-        threads=6,
+        threads=MIXED_THREADS,
         make_websocket=websocket_for(container),
-        websockets=2,
+        websockets=MIXED_WEBSOCKETS,
         min_requests=min_requests,
     )
     print("\n" + "\n".join(report_rows(run.phases())))

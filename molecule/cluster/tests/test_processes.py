@@ -13,11 +13,11 @@ from conftest import (
     ALL_METHODS,
     APP_HOSTS,
     MIN_REQUESTS,
+    MIXED_THREADS,
+    MIXED_WEBSOCKETS,
     SERVICE,
-    client_for,
     record_figure,
     testinfra_hosts,
-    under_load,
     under_mixed_load,
 )
 
@@ -44,9 +44,14 @@ def test_full_restart_behind_socket_activation_fails_no_request_of_any_method(
     assert run.operation.retried == 0, run.operation.summary()
 
 
-def test_worker_killed_with_sigkill_is_replaced_and_no_request_fails(
+def test_worker_killed_with_sigkill_loses_only_what_it_was_serving(
     app_hosts: dict[str, Any], record_property: Callable[..., None]
 ) -> None:
+    """A worker killed with SIGKILL takes with it what it was serving at that instant: no
+    server can answer a request whose handler died, and nginx never sends a POST or PATCH
+    twice; a WebSocket on it ends without a close frame. Nothing else may fail: every failed
+    request or session started before the kill, there are no more of them than the load has
+    in flight at once, and the master replaces the worker."""
     app = app_hosts[HOST]
     pid = master(app)
     workers = child_pids(app, pid)
@@ -55,22 +60,28 @@ def test_worker_killed_with_sigkill_is_replaced_and_no_request_fails(
 
     def kill_and_wait() -> None:
         app.run_test(f"kill -KILL {victim}")
-        killed = time.monotonic()
-        while time.monotonic() - killed < 10:
+        timings["killed"] = time.monotonic()
+        while time.monotonic() - timings["killed"] < 10:
             now = child_pids(app, pid)
             if victim not in now and len(now) == len(workers):
-                timings["replaced"] = time.monotonic() - killed
+                timings["replaced"] = time.monotonic() - timings["killed"]
                 return
             time.sleep(0.05)
 
-    run, _ = under_load(client_for(HOST), kill_and_wait, min_requests=5_000)
+    run, _ = under_mixed_load(HOST, kill_and_wait)
+    record_figure(record_property, "worker SIGKILL, straight at one host", run.operation)
     # How fast is a figure, printed, not asserted: this machine's load decides it.
     figure = f"killed worker replaced after {timings.get('replaced', float('nan')):.2f} s"
     print(figure)
     record_property("figure", figure)
     assert "replaced" in timings, "the killed worker was not replaced within 10 s"
     assert master(app) == pid
-    assert run.operation.failed == 0, run.operation.summary()
+    assert run.operation.total >= MIN_REQUESTS
+    assert set(run.operation.methods) == ALL_METHODS, run.operation.summary()
+    assert run.operation.retried == 0, run.operation.summary()
+    failed = [sample for sample in run.operation.samples if sample.failed]
+    assert len(failed) <= MIXED_THREADS + MIXED_WEBSOCKETS, run.operation.summary()
+    assert all(sample.started < timings["killed"] for sample in failed), failed
 
 
 def test_master_killed_with_sigkill_is_restarted_and_no_request_of_any_method_fails(
