@@ -1,19 +1,48 @@
 """Adds up the JUnit reports that `make test` writes and prints one closing line:
 `tests: N passed, N failed, N skipped`, after each scenario's wall time (times.txt beside the
-reports, from scripts/molecule.sh), the figures tests recorded (record_property "figure") and
-the names of the tests that failed. Exits 1 when a report is missing, counts a failure, or
-has no test that passed (all skipped, or none collected)."""
+reports, from scripts/molecule.sh), the figures tests recorded (record_property "figure"), a
+table of the load each operation ran under (record_property "load": requests, failed and
+retried per method) and the names of the tests that failed. Exits 1 when a report is
+missing, counts a failure, or has no test that passed (all skipped, or none collected)."""
 
 from __future__ import annotations
 
+import json
 import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
+
+METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "WS")
+
+
+def load_table(loads: list[dict]) -> list[str]:
+    """Operation by method: requests/failed/retried in each cell, then the row's totals."""
+    width = max(len(load["operation"]) for load in loads) + 2
+    cells = [*METHODS, "all"]
+    rows = [
+        "load during each operation, requests/failed/retried per method (WS: WebSocket messages):",
+        f"  {'operation':<{width}}" + "".join(f"{m:>13}" for m in cells),
+    ]
+    for load in loads:
+        methods = load["methods"]
+        totals = [sum(counts[i] for counts in methods.values()) for i in range(3)]
+        row = [methods.get(m) for m in METHODS] + [totals]
+        rows.append(
+            f"  {load['operation']:<{width}}"
+            + "".join(f"{'/'.join(map(str, c)) if c else '-':>13}" for c in row)
+        )
+    return rows
+
+
+def properties(case: ET.Element, name: str) -> list[str]:
+    """The values a test recorded with record_property(name, ...)."""
+    return [prop.get("value", "") for prop in case.iter("property") if prop.get("name") == name]
 
 
 def main(paths: list[str]) -> int:
     passed = failed = skipped = 0
     figures: list[str] = []
+    loads: list[dict] = []
     failures: list[str] = []
     for name in paths:
         path = Path(name)
@@ -33,11 +62,8 @@ def main(paths: list[str]) -> int:
             report_passed += total - bad - skip
             for case in suite.iter("testcase"):
                 name = f"{path.stem}: {case.get('name')}"
-                figures += [
-                    f"  {name}: {prop.get('value')}"
-                    for prop in case.iter("property")
-                    if prop.get("name") == "figure"
-                ]
+                figures += [f"  {name}: {value}" for value in properties(case, "figure")]
+                loads += [json.loads(value) for value in properties(case, "load")]
                 for problem in [*case.findall("failure"), *case.findall("error")]:
                     message = (problem.get("message") or "").splitlines()
                     failures.append(f"  {name}: {message[0][:300] if message else problem.tag}")
@@ -52,6 +78,8 @@ def main(paths: list[str]) -> int:
     if figures:
         print("figures:")
         print("\n".join(figures))
+    if loads:
+        print("\n".join(load_table(loads)))
     if failures:
         print("failed:")
         print("\n".join(failures))

@@ -15,6 +15,7 @@ phases (steady state, during an operation, after it) and reported per method."""
 from __future__ import annotations
 
 import itertools
+import json
 import statistics
 import threading
 import time
@@ -133,6 +134,17 @@ class LoadResult:
             f"failed={self.failed} retried={self.retried} errors={dict(self.errors)} "
             f"statuses={dict(self.statuses)} per method="
             f"{ {m: (r.total, r.failed, r.retried) for m, r in self.methods.items()} }"
+        )
+
+    def record(self, operation: str) -> str:
+        """This result as the JSON that tests record (property "load") and the test summary
+        prints as a table, operation by method: requests, failed and retried of each."""
+        return json.dumps(
+            {
+                "operation": operation,
+                "methods": {m: [r.total, r.failed, r.retried] for m, r in self.methods.items()},
+                "reconnected": self.reconnected,
+            }
         )
 
     def between(self, start: float, end: float) -> LoadResult:

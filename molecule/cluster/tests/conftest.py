@@ -15,7 +15,7 @@ import pytest
 
 from asgikit_testing.clients import client_for, websocket_for
 from asgikit_testing.containers import scenario_hosts
-from asgikit_testing.load import GET_ONLY, MIXED, LoadResult, OperationRun, measure, report_rows
+from asgikit_testing.load import GET_ONLY, MIXED, OperationRun, measure, report_rows
 from asgikit_testing.playbooks import Run, scenario_run
 from asgikit_testing.wheels import IMPORT_ERROR, NEVER_READY, build_wheel
 
@@ -68,19 +68,6 @@ def under_load(
     run, value = measure(make_client, operation, mix=GET_ONLY, threads=6, min_requests=min_requests)
     print("\n" + "\n".join(report_rows(run.phases())))
     return run, value
-
-
-def record_figure(record_property: Callable[..., None], operation: str, result: LoadResult) -> None:
-    """One line per method for the test summary: requests, failed, retried."""
-    per_method = ", ".join(
-        f"{method} {part.total}/{part.failed}/{part.retried}" for method, part in result.methods.items()
-    )
-    record_property(
-        "figure",
-        f"{operation}: {result.total} requests, {result.failed} failed, {result.retried} retried "
-        f"(method requests/failed/retried: {per_method}; "
-        f"{result.reconnected} WebSocket reconnects after 1012)",
-    )
 
 
 # The mixed load's concurrency: request threads, and WebSocket sessions.

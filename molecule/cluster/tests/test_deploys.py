@@ -23,7 +23,6 @@ from conftest import (
     DrainWatch,
     balancer_servers,
     master_pids,
-    record_figure,
     run_playbook,
     testinfra_hosts,
     under_load,
@@ -49,7 +48,7 @@ def test_rolling_deploy_across_the_cluster_fails_no_request(
             BALANCER, lambda: run_playbook("deploy", "-e", f"asgi_app_source={wheels['2.0.0']}")
         )
     assert result.returncode == 0, result.output[-3000:]
-    record_figure(record_property, "rolling deploy, through the balancer", run.operation)
+    record_property("load", run.operation.record("rolling deploy, through the balancer"))
     # One host at a time is drained, and it is drained before its `current` moves.
     looks = watch.observations
     assert looks
@@ -88,7 +87,7 @@ def test_code_deploy_on_one_host_fails_no_request_of_any_method_on_that_host(
         host, lambda: run_playbook("deploy", "--limit", host, "-e", f"asgi_app_source={wheels['2.0.0']}")
     )
     assert result.returncode == 0, result.output[-3000:]
-    record_figure(record_property, "deploy on one host, straight at it", run.operation)
+    record_property("load", run.operation.record("deploy on one host, straight at it"))
     assert run.operation.total >= MIN_REQUESTS
     assert set(run.operation.methods) == ALL_METHODS, run.operation.summary()
     assert run.operation.failed == 0, run.operation.summary()
@@ -156,7 +155,7 @@ def test_rollback_returns_to_the_previous_release(
     masters = master_pids(app_hosts)
     run, result = under_mixed_load(BALANCER, lambda: run_playbook("rollback"))
     assert result.returncode == 0, result.output[-3000:]
-    record_figure(record_property, "rollback.yml, through the balancer", run.operation)
+    record_property("load", run.operation.record("rollback.yml, through the balancer"))
     assert run.operation.total >= MIN_REQUESTS
     assert set(run.operation.methods) == ALL_METHODS, run.operation.summary()
     assert run.operation.failed == 0, run.operation.summary()
@@ -200,7 +199,7 @@ def test_rolling_reload_replaces_every_worker_and_fails_no_request(
 
     run, (result, after) = under_mixed_load(BALANCER, reload_then_read_workers)
     assert result.returncode == 0, result.output[-3000:]
-    record_figure(record_property, "rolling reload.yml, through the balancer", run.operation)
+    record_property("load", run.operation.record("rolling reload.yml, through the balancer"))
     for name in APP_HOSTS:
         assert after[name], f"{name}: no workers"
         assert not before[name] & after[name], f"{name}: old workers still there when reload.yml returned"

@@ -16,7 +16,6 @@ from conftest import (
     MIXED_THREADS,
     MIXED_WEBSOCKETS,
     SERVICE,
-    record_figure,
     testinfra_hosts,
     under_mixed_load,
 )
@@ -36,7 +35,7 @@ def test_full_restart_behind_socket_activation_fails_no_request_of_any_method(
     app = app_hosts[HOST]
     before = master(app)
     run, _ = under_mixed_load(HOST, lambda: app.run_test(f"systemctl restart {SERVICE}"))
-    record_figure(record_property, "full restart, straight at one host", run.operation)
+    record_property("load", run.operation.record("full restart, straight at one host"))
     assert master(app) != before
     assert run.operation.total >= MIN_REQUESTS
     assert set(run.operation.methods) == ALL_METHODS, run.operation.summary()
@@ -69,7 +68,7 @@ def test_worker_killed_with_sigkill_loses_only_what_it_was_serving(
             time.sleep(0.05)
 
     run, _ = under_mixed_load(HOST, kill_and_wait)
-    record_figure(record_property, "worker SIGKILL, straight at one host", run.operation)
+    record_property("load", run.operation.record("worker SIGKILL, straight at one host"))
     # How fast is a figure, printed, not asserted: this machine's load decides it.
     figure = f"killed worker replaced after {timings.get('replaced', float('nan')):.2f} s"
     print(figure)
@@ -100,7 +99,7 @@ def test_master_killed_with_sigkill_is_restarted_and_no_request_of_any_method_fa
             time.sleep(0.2)
 
     run, _ = under_mixed_load(HOST, kill_master_and_wait)
-    record_figure(record_property, "master SIGKILL, straight at one host", run.operation)
+    record_property("load", run.operation.record("master SIGKILL, straight at one host"))
     after = master(app)
     assert after not in (0, before)
     assert int(app.check_output(f"systemctl show --property NRestarts --value {SERVICE}")) >= 1

@@ -14,7 +14,6 @@ from conftest import (
     BALANCER,
     MIN_REQUESTS,
     balancer_servers,
-    record_figure,
     run_playbook,
     testinfra_hosts,
     under_mixed_load,
@@ -54,7 +53,7 @@ def test_new_balancer_configuration_and_app_host_certificates_go_live_with_no_fa
         restored = run_playbook("site")
     assert restored.returncode == 0, restored.output[-3000:]
     operation = "site.yml: HAProxy reloaded, new app host certificates, through the balancer"
-    record_figure(record_property, operation, run.operation)
+    record_property("load", run.operation.record(operation))
     assert "RUNNING HANDLER [haproxy : Reload haproxy]" in result.output
     # Each app host's nginx serves its new certificate: it reloaded (drained, in the last
     # play), and no reload is left pending.

@@ -60,10 +60,7 @@ def test_ten_reloads_in_a_row_replace_every_worker_and_fail_no_request_of_any_me
     during = load.result.between(started, ended)
     print("\n" + "\n".join(report_rows([("operation", during, ended - started)])))
     record_property(
-        "figure",
-        f"{RELOADS} reloads in a row straight at {host.backend.get_hostname()}, mixed load: "
-        f"{during.total} requests, {during.failed} failed, {during.retried} retried, "
-        f"{during.reconnected} WebSocket reconnects after 1012",
+        "load", during.record(f"{RELOADS} reloads in a row, straight at {host.backend.get_hostname()}")
     )
     assert main_pid(host, SERVICE) == master, "reload must not replace the master"
     assert set(during.methods) == {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "WS"}
@@ -166,9 +163,7 @@ def test_workers_recycled_by_max_requests_fail_no_request_of_any_method(
     result = load.result
     print("\n" + "\n".join(report_rows([("operation", result, 0.0)])))
     record_property(
-        "figure",
-        f"max_requests = 300 (+ up to 150) on {host.backend.get_hostname()}, mixed load: "
-        f"{result.total} requests, {result.failed} failed, {result.retried} retried",
+        "load", result.record(f"max_requests 300 (+150) recycling, straight at {host.backend.get_hostname()}")
     )
     assert not before & after, "no worker was recycled"
     assert main_pid(host, SERVICE) == master

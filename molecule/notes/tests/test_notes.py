@@ -109,6 +109,9 @@ def test_v2_with_an_expanding_migration_rolls_out_under_load_with_no_failed_requ
     print("\n" + "\n".join(report_rows(run.phases())))
     operation = run.operation
     record_property(
+        "load", operation.record("notes v2 rolling deploy with a migration, through the balancer")
+    )
+    record_property(
         "figure",
         f"notes v2 rolling deploy with a migration, through the balancer: {operation.total} requests, "
         f"{operation.failed} failed, p99 {operation.percentile(99):.0f} ms, {run.seconds['operation']:.0f} s",
