@@ -329,12 +329,15 @@ class BackgroundLoad:
 @dataclass
 class OperationRun:
     """Load split around an operation: before it (steady), from its start until at least
-    `min_requests` were sent and it has returned (operation), and after it returned (after)."""
+    `min_requests` were sent and it has returned (operation), and after it returned (after).
+    `window` holds the operation phase's start and end (time.monotonic()), by which another
+    load that ran at the same time is split."""
 
     steady: LoadResult
     operation: LoadResult
     after: LoadResult
     seconds: dict[str, float]
+    window: tuple[float, float]
 
     def phases(self) -> list[tuple[str, LoadResult, float]]:
         return [
@@ -382,6 +385,7 @@ def measure(
         operation=result.between(t1, t3),
         after=result.between(t2, t4),
         seconds={"steady": t1 - t0, "operation": t3 - t1, "after": t4 - t2},
+        window=(t1, t3),
     )
     return run, value
 

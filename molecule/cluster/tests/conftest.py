@@ -15,7 +15,15 @@ import pytest
 
 from asgikit_testing.clients import client_for, websocket_for
 from asgikit_testing.containers import scenario_hosts
-from asgikit_testing.load import GET_ONLY, MIXED, OperationRun, measure, report_rows
+from asgikit_testing.load import (
+    GET_ONLY,
+    MIXED,
+    BackgroundLoad,
+    LoadResult,
+    OperationRun,
+    measure,
+    report_rows,
+)
 from asgikit_testing.playbooks import Run, scenario_run
 from asgikit_testing.wheels import IMPORT_ERROR, NEVER_READY, build_wheel
 
@@ -90,6 +98,33 @@ def under_mixed_load(
     )
     print("\n" + "\n".join(report_rows(run.phases())))
     return run, value
+
+
+# Requests through the balancer while an operation runs on one app host, at least: that load
+# runs beside the load straight at the host, which sets how long the operation phase lasts.
+MIN_THROUGH_BALANCER = 5_000
+
+
+def under_mixed_load_both_ways(
+    container: str, operation: Callable[[], Any]
+) -> tuple[OperationRun, LoadResult, Any]:
+    """Runs `operation` under the mixed load straight at `container` and, at the same time,
+    under a second mixed load through the balancer (which spreads it over both app hosts).
+    Returns the straight load by phases, the balancer's load during the operation phase, and
+    what `operation` returned."""
+    with BackgroundLoad(
+        client_for(BALANCER),
+        MIXED,
+        threads=MIXED_THREADS,
+        make_websocket=websocket_for(BALANCER),
+        websockets=MIXED_WEBSOCKETS,
+        max_seconds=600,
+    ) as balanced:
+        run, value = under_mixed_load(container, operation)
+    through = balanced.result.between(*run.window)
+    print("through the balancer, at the same time:")
+    print("\n".join(report_rows([("operation", through, run.seconds["operation"])])))
+    return run, through, value
 
 
 ADMIN_SOCKET = "/run/haproxy/admin.sock"

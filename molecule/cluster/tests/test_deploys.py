@@ -20,6 +20,7 @@ from conftest import (
     APP_HOSTS,
     BALANCER,
     MIN_REQUESTS,
+    MIN_THROUGH_BALANCER,
     DrainWatch,
     balancer_servers,
     master_pids,
@@ -27,6 +28,7 @@ from conftest import (
     testinfra_hosts,
     under_load,
     under_mixed_load,
+    under_mixed_load_both_ways,
 )
 
 pytestmark = pytest.mark.usefixtures("on_v1")
@@ -83,15 +85,18 @@ def test_code_deploy_on_one_host_fails_no_request_of_any_method_on_that_host(
 ) -> None:
     host = APP_HOSTS[0]
     masters = master_pids(app_hosts)
-    run, result = under_mixed_load(
+    run, through, result = under_mixed_load_both_ways(
         host, lambda: run_playbook("deploy", "--limit", host, "-e", f"asgi_app_source={wheels['2.0.0']}")
     )
     assert result.returncode == 0, result.output[-3000:]
     record_property("load", run.operation.record("deploy on one host, straight at it"))
+    record_property("load", through.record("deploy on one host, through the balancer"))
     assert run.operation.total >= MIN_REQUESTS
-    assert set(run.operation.methods) == ALL_METHODS, run.operation.summary()
-    assert run.operation.failed == 0, run.operation.summary()
-    assert run.operation.retried == 0, run.operation.summary()
+    assert through.total >= MIN_THROUGH_BALANCER, through.summary()
+    for load in (run.operation, through):
+        assert set(load.methods) == ALL_METHODS, load.summary()
+        assert load.failed == 0, load.summary()
+        assert load.retried == 0, load.summary()
     # Every answer that names a version (HEAD and WebSocket messages do not) names 2.0.0.
     assert run.after.versioned > 0
     assert run.after.versions == {"2.0.0": run.after.versioned}

@@ -1,4 +1,5 @@
-"""Killed processes and full restarts under load, straight at one app host's nginx."""
+"""Killed processes and full restarts on one app host, under the mixed load straight at its
+nginx and, at the same time, through the balancer."""
 
 from __future__ import annotations
 
@@ -9,15 +10,17 @@ from typing import Any
 import pytest
 
 from asgikit_testing.containers import child_pids
+from asgikit_testing.load import LoadResult, OperationRun
 from conftest import (
     ALL_METHODS,
     APP_HOSTS,
     MIN_REQUESTS,
+    MIN_THROUGH_BALANCER,
     MIXED_THREADS,
     MIXED_WEBSOCKETS,
     SERVICE,
     testinfra_hosts,
-    under_mixed_load,
+    under_mixed_load_both_ways,
 )
 
 pytestmark = pytest.mark.usefixtures("on_v1")
@@ -29,18 +32,32 @@ def master(app: Any) -> int:
     return int(app.check_output(f"systemctl show --property MainPID --value {SERVICE}"))
 
 
+def record_both(
+    record_property: Callable[..., None], operation: str, run: OperationRun, through: LoadResult
+) -> None:
+    record_property("load", run.operation.record(f"{operation}, straight at one host"))
+    record_property("load", through.record(f"{operation}, through the balancer"))
+
+
+def assert_every_method_and_enough(run: OperationRun, through: LoadResult) -> None:
+    assert run.operation.total >= MIN_REQUESTS, run.operation.summary()
+    assert through.total >= MIN_THROUGH_BALANCER, through.summary()
+    for load in (run.operation, through):
+        assert set(load.methods) == ALL_METHODS, load.summary()
+        assert load.retried == 0, load.summary()
+
+
 def test_full_restart_behind_socket_activation_fails_no_request_of_any_method(
     app_hosts: dict[str, Any], record_property: Callable[..., None]
 ) -> None:
     app = app_hosts[HOST]
     before = master(app)
-    run, _ = under_mixed_load(HOST, lambda: app.run_test(f"systemctl restart {SERVICE}"))
-    record_property("load", run.operation.record("full restart, straight at one host"))
+    run, through, _ = under_mixed_load_both_ways(HOST, lambda: app.run_test(f"systemctl restart {SERVICE}"))
+    record_both(record_property, "full restart", run, through)
     assert master(app) != before
-    assert run.operation.total >= MIN_REQUESTS
-    assert set(run.operation.methods) == ALL_METHODS, run.operation.summary()
+    assert_every_method_and_enough(run, through)
     assert run.operation.failed == 0, run.operation.summary()
-    assert run.operation.retried == 0, run.operation.summary()
+    assert through.failed == 0, through.summary()
 
 
 def test_worker_killed_with_sigkill_loses_only_what_it_was_serving(
@@ -67,20 +84,19 @@ def test_worker_killed_with_sigkill_loses_only_what_it_was_serving(
                 return
             time.sleep(0.05)
 
-    run, _ = under_mixed_load(HOST, kill_and_wait)
-    record_property("load", run.operation.record("worker SIGKILL, straight at one host"))
+    run, through, _ = under_mixed_load_both_ways(HOST, kill_and_wait)
+    record_both(record_property, "worker SIGKILL", run, through)
     # How fast is a figure, printed, not asserted: this machine's load decides it.
     figure = f"killed worker replaced after {timings.get('replaced', float('nan')):.2f} s"
     print(figure)
     record_property("figure", figure)
     assert "replaced" in timings, "the killed worker was not replaced within 10 s"
     assert master(app) == pid
-    assert run.operation.total >= MIN_REQUESTS
-    assert set(run.operation.methods) == ALL_METHODS, run.operation.summary()
-    assert run.operation.retried == 0, run.operation.summary()
-    failed = [sample for sample in run.operation.samples if sample.failed]
-    assert len(failed) <= MIXED_THREADS + MIXED_WEBSOCKETS, run.operation.summary()
-    assert all(sample.started < timings["killed"] for sample in failed), failed
+    assert_every_method_and_enough(run, through)
+    for load in (run.operation, through):
+        failed = [sample for sample in load.samples if sample.failed]
+        assert len(failed) <= MIXED_THREADS + MIXED_WEBSOCKETS, load.summary()
+        assert all(sample.started < timings["killed"] for sample in failed), failed
 
 
 def test_master_killed_with_sigkill_is_restarted_and_no_request_of_any_method_fails(
@@ -98,12 +114,11 @@ def test_master_killed_with_sigkill_is_restarted_and_no_request_of_any_method_fa
                 return
             time.sleep(0.2)
 
-    run, _ = under_mixed_load(HOST, kill_master_and_wait)
-    record_property("load", run.operation.record("master SIGKILL, straight at one host"))
+    run, through, _ = under_mixed_load_both_ways(HOST, kill_master_and_wait)
+    record_both(record_property, "master SIGKILL", run, through)
     after = master(app)
     assert after not in (0, before)
     assert int(app.check_output(f"systemctl show --property NRestarts --value {SERVICE}")) >= 1
-    assert run.operation.total >= MIN_REQUESTS
-    assert set(run.operation.methods) == ALL_METHODS, run.operation.summary()
+    assert_every_method_and_enough(run, through)
     assert run.operation.failed == 0, run.operation.summary()
-    assert run.operation.retried == 0, run.operation.summary()
+    assert through.failed == 0, through.summary()
