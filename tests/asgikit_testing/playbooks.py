@@ -43,10 +43,25 @@ def operator_run(*argv: str, timeout: float = 900) -> Run:
     return Run(result.returncode, result.stdout + result.stderr, time.monotonic() - started)
 
 
+# Every scenario playbook run's output is kept here, named after the test that ran it, for
+# reading after a CI run (the profile_tasks recap shows where its time went).
+PLAYBOOK_LOGS = REPO / ".cache/test-results/playbooks"
+
+
+def _keep(argv: list[str], output: str) -> None:
+    test = os.environ.get("PYTEST_CURRENT_TEST", "outside-a-test").split(" ")[0]
+    name = "".join(c if c.isalnum() or c in "-_." else "_" for c in f"{test}-{Path(argv[3]).stem}")
+    PLAYBOOK_LOGS.mkdir(parents=True, exist_ok=True)
+    log = PLAYBOOK_LOGS / f"{time.strftime('%H%M%S')}-{name[-150:]}.log"
+    log.write_text(" ".join(argv) + "\n" + output)
+
+
 class Started:
-    """A playbook run in the background (scenario_start); finish() waits for it."""
+    """A playbook run in the background (scenario_start); finish() waits for it and keeps its
+    output in PLAYBOOK_LOGS."""
 
     def __init__(self, argv: list[str], env: dict[str, str]) -> None:
+        self._argv = argv
         self._started = time.monotonic()
         self._process = subprocess.Popen(
             argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
@@ -57,6 +72,7 @@ class Started:
 
     def finish(self, timeout: float = 900) -> Run:
         output, _ = self._process.communicate(timeout=timeout)
+        _keep(self._argv, output)
         return Run(self._process.returncode, output, time.monotonic() - self._started)
 
 
