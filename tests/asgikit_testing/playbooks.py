@@ -48,7 +48,7 @@ def operator_run(*argv: str, timeout: float = 900) -> Run:
 PLAYBOOK_LOGS = REPO / ".cache/test-results/playbooks"
 
 
-def _keep(argv: list[str], output: str) -> None:
+def keep_output(argv: list[str], output: str) -> None:
     test = os.environ.get("PYTEST_CURRENT_TEST", "outside-a-test").split(" ")[0]
     name = "".join(c if c.isalnum() or c in "-_." else "_" for c in f"{test}-{Path(argv[3]).stem}")
     PLAYBOOK_LOGS.mkdir(parents=True, exist_ok=True)
@@ -72,7 +72,7 @@ class Started:
 
     def finish(self, timeout: float = 900) -> Run:
         output, _ = self._process.communicate(timeout=timeout)
-        _keep(self._argv, output)
+        keep_output(self._argv, output)
         return Run(self._process.returncode, output, time.monotonic() - self._started)
 
 

@@ -16,6 +16,7 @@ import pytest
 from asgikit_testing.clients import https_client, tls_context, wss_connect
 from asgikit_testing.containers import inventory_name, published_port
 from asgikit_testing.load import MIXED, BackgroundLoad
+from asgikit_testing.playbooks import keep_output
 
 REPO = Path(__file__).resolve().parents[3]
 SITE = REPO / "site.yml"
@@ -87,11 +88,7 @@ def run_site(
     inventory = inventory or Path(os.environ["MOLECULE_INVENTORY_FILE"]).parent
     env = {**os.environ, "ANSIBLE_NOCOLOR": "1", "ANSIBLE_FORCE_COLOR": "0"}
     limit = ["--limit", container] if container else []
-    return subprocess.run(
-        ["ansible-playbook", "-i", str(inventory), str(SITE), *limit, *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=600,
-        check=False,
-    )
+    argv = ["ansible-playbook", "-i", str(inventory), str(SITE), *limit, *args]
+    result = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=600, check=False)
+    keep_output(argv, result.stdout + result.stderr)
+    return result
