@@ -100,31 +100,30 @@ def under_mixed_load(
     return run, value
 
 
-# Requests through the balancer while an operation runs on one app host, at least: that load
-# runs beside the load straight at the host, which sets how long the operation phase lasts.
-MIN_THROUGH_BALANCER = 5_000
+# Requests of a second load that runs beside the first one (which sets how long the operation
+# phase lasts, until it has sent MIN_REQUESTS), at least.
+MIN_BESIDE = 5_000
 
 
-def under_mixed_load_both_ways(
-    container: str, operation: Callable[[], Any]
+def under_two_mixed_loads(
+    first: str, second: str, operation: Callable[[], Any]
 ) -> tuple[OperationRun, LoadResult, Any]:
-    """Runs `operation` under the mixed load straight at `container` and, at the same time,
-    under a second mixed load through the balancer (which spreads it over both app hosts).
-    Returns the straight load by phases, the balancer's load during the operation phase, and
-    what `operation` returned."""
+    """Runs `operation` under the mixed load at `first` (the balancer, or an app host straight)
+    and, at the same time, a second mixed load at `second`. Returns the first load by phases,
+    the second one during the first's operation phase, and what `operation` returned."""
     with BackgroundLoad(
-        client_for(BALANCER),
+        client_for(second),
         MIXED,
         threads=MIXED_THREADS,
-        make_websocket=websocket_for(BALANCER),
+        make_websocket=websocket_for(second),
         websockets=MIXED_WEBSOCKETS,
         max_seconds=600,
-    ) as balanced:
-        run, value = under_mixed_load(container, operation)
-    through = balanced.result.between(*run.window)
-    print("through the balancer, at the same time:")
-    print("\n".join(report_rows([("operation", through, run.seconds["operation"])])))
-    return run, through, value
+    ) as beside:
+        run, value = under_mixed_load(first, operation)
+    during = beside.result.between(*run.window)
+    print(f"{second}, at the same time:")
+    print("\n".join(report_rows([("operation", during, run.seconds["operation"])])))
+    return run, during, value
 
 
 ADMIN_SOCKET = "/run/haproxy/admin.sock"

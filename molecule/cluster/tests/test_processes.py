@@ -14,13 +14,14 @@ from asgikit_testing.load import LoadResult, OperationRun
 from conftest import (
     ALL_METHODS,
     APP_HOSTS,
+    BALANCER,
+    MIN_BESIDE,
     MIN_REQUESTS,
-    MIN_THROUGH_BALANCER,
     MIXED_THREADS,
     MIXED_WEBSOCKETS,
     SERVICE,
     testinfra_hosts,
-    under_mixed_load_both_ways,
+    under_two_mixed_loads,
 )
 
 pytestmark = pytest.mark.usefixtures("on_v1")
@@ -41,7 +42,7 @@ def record_both(
 
 def assert_every_method_and_enough(run: OperationRun, through: LoadResult) -> None:
     assert run.operation.total >= MIN_REQUESTS, run.operation.summary()
-    assert through.total >= MIN_THROUGH_BALANCER, through.summary()
+    assert through.total >= MIN_BESIDE, through.summary()
     for load in (run.operation, through):
         assert set(load.methods) == ALL_METHODS, load.summary()
         assert load.retried == 0, load.summary()
@@ -52,7 +53,9 @@ def test_full_restart_behind_socket_activation_fails_no_request_of_any_method(
 ) -> None:
     app = app_hosts[HOST]
     before = master(app)
-    run, through, _ = under_mixed_load_both_ways(HOST, lambda: app.run_test(f"systemctl restart {SERVICE}"))
+    run, through, _ = under_two_mixed_loads(
+        HOST, BALANCER, lambda: app.run_test(f"systemctl restart {SERVICE}")
+    )
     record_both(record_property, "full restart", run, through)
     assert master(app) != before
     assert_every_method_and_enough(run, through)
@@ -84,7 +87,7 @@ def test_worker_killed_with_sigkill_loses_only_what_it_was_serving(
                 return
             time.sleep(0.05)
 
-    run, through, _ = under_mixed_load_both_ways(HOST, kill_and_wait)
+    run, through, _ = under_two_mixed_loads(HOST, BALANCER, kill_and_wait)
     record_both(record_property, "worker SIGKILL", run, through)
     # How fast is a figure, printed, not asserted: this machine's load decides it.
     figure = f"killed worker replaced after {timings.get('replaced', float('nan')):.2f} s"
@@ -114,7 +117,7 @@ def test_master_killed_with_sigkill_is_restarted_and_no_request_of_any_method_fa
                 return
             time.sleep(0.2)
 
-    run, through, _ = under_mixed_load_both_ways(HOST, kill_master_and_wait)
+    run, through, _ = under_two_mixed_loads(HOST, BALANCER, kill_master_and_wait)
     record_both(record_property, "master SIGKILL", run, through)
     after = master(app)
     assert after not in (0, before)
