@@ -83,43 +83,49 @@ MIXED_THREADS, MIXED_WEBSOCKETS = 6, 2
 
 
 def under_mixed_load(
-    container: str, operation: Callable[[], Any], min_requests: int = MIN_REQUESTS
+    container: str,
+    operation: Callable[[], Any],
+    min_requests: int = MIN_REQUESTS,
+    concurrency: tuple[int, int] = (MIXED_THREADS, MIXED_WEBSOCKETS),
 ) -> tuple[OperationRun, Any]:
     """Runs `operation` under the mixed load (every method, and WebSocket sessions) straight
     at `container`'s published 443, and prints the table, per method."""
+    threads, websockets = concurrency
     run, value = measure(
         client_for(container),
         operation,
         mix=MIXED,
-        threads=MIXED_THREADS,
+        threads=threads,
         make_websocket=websocket_for(container),
-        websockets=MIXED_WEBSOCKETS,
+        websockets=websockets,
         min_requests=min_requests,
     )
     print("\n" + "\n".join(report_rows(run.phases())))
     return run, value
 
 
-# Requests of a second load that runs beside the first one (which sets how long the operation
-# phase lasts, until it has sent MIN_REQUESTS), at least.
-MIN_BESIDE = 5_000
+# Two loads at once share the mixed load's concurrency and its request count: each one has
+# half of its threads and WebSocket sessions, and sends at least half of MIN_REQUESTS.
+SHARED_THREADS, SHARED_WEBSOCKETS = MIXED_THREADS // 2, MIXED_WEBSOCKETS // 2
+MIN_EACH = MIN_REQUESTS // 2
 
 
 def under_two_mixed_loads(
     first: str, second: str, operation: Callable[[], Any]
 ) -> tuple[OperationRun, LoadResult, Any]:
     """Runs `operation` under the mixed load at `first` (the balancer, or an app host straight)
-    and, at the same time, a second mixed load at `second`. Returns the first load by phases,
-    the second one during the first's operation phase, and what `operation` returned."""
+    and, at the same time, a second mixed load at `second`, each with half the concurrency.
+    Returns the first load by phases, the second one during the first's operation phase, and
+    what `operation` returned."""
     with BackgroundLoad(
         client_for(second),
         MIXED,
-        threads=MIXED_THREADS,
+        threads=SHARED_THREADS,
         make_websocket=websocket_for(second),
-        websockets=MIXED_WEBSOCKETS,
+        websockets=SHARED_WEBSOCKETS,
         max_seconds=600,
     ) as beside:
-        run, value = under_mixed_load(first, operation)
+        run, value = under_mixed_load(first, operation, MIN_EACH, (SHARED_THREADS, SHARED_WEBSOCKETS))
     during = beside.result.between(*run.window)
     print(f"{second}, at the same time:")
     print("\n".join(report_rows([("operation", during, run.seconds["operation"])])))

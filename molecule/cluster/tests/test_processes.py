@@ -15,11 +15,10 @@ from conftest import (
     ALL_METHODS,
     APP_HOSTS,
     BALANCER,
-    MIN_BESIDE,
-    MIN_REQUESTS,
-    MIXED_THREADS,
-    MIXED_WEBSOCKETS,
+    MIN_EACH,
     SERVICE,
+    SHARED_THREADS,
+    SHARED_WEBSOCKETS,
     testinfra_hosts,
     under_two_mixed_loads,
 )
@@ -41,8 +40,8 @@ def record_both(
 
 
 def assert_every_method_and_enough(run: OperationRun, through: LoadResult) -> None:
-    assert run.operation.total >= MIN_REQUESTS, run.operation.summary()
-    assert through.total >= MIN_BESIDE, through.summary()
+    assert run.operation.total >= MIN_EACH, run.operation.summary()
+    assert through.total >= MIN_EACH, through.summary()
     for load in (run.operation, through):
         assert set(load.methods) == ALL_METHODS, load.summary()
         assert load.retried == 0, load.summary()
@@ -98,7 +97,7 @@ def test_worker_killed_with_sigkill_loses_only_what_it_was_serving(
     assert_every_method_and_enough(run, through)
     for load in (run.operation, through):
         failed = [sample for sample in load.samples if sample.failed]
-        assert len(failed) <= MIXED_THREADS + MIXED_WEBSOCKETS, load.summary()
+        assert len(failed) <= SHARED_THREADS + SHARED_WEBSOCKETS, load.summary()
         assert all(sample.started < timings["killed"] for sample in failed), failed
 
 
