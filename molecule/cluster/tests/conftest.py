@@ -132,6 +132,15 @@ def under_two_mixed_loads(
     return run, during, value
 
 
+def assert_every_method_and_enough(*loads: LoadResult) -> None:
+    """Each of two loads that ran at once sent at least MIN_EACH requests, of every method,
+    and retried none."""
+    for load in loads:
+        assert load.total >= MIN_EACH, load.summary()
+        assert set(load.methods) == ALL_METHODS, load.summary()
+        assert load.retried == 0, load.summary()
+
+
 ADMIN_SOCKET = "/run/haproxy/admin.sock"
 HAPROXY_BACKEND = "app_hosts"
 

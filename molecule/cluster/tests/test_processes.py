@@ -12,13 +12,12 @@ import pytest
 from asgikit_testing.containers import child_pids
 from asgikit_testing.load import LoadResult, OperationRun
 from conftest import (
-    ALL_METHODS,
     APP_HOSTS,
     BALANCER,
-    MIN_EACH,
     SERVICE,
     SHARED_THREADS,
     SHARED_WEBSOCKETS,
+    assert_every_method_and_enough,
     testinfra_hosts,
     under_two_mixed_loads,
 )
@@ -39,14 +38,6 @@ def record_both(
     record_property("load", through.record(f"{operation}, through the balancer"))
 
 
-def assert_every_method_and_enough(run: OperationRun, through: LoadResult) -> None:
-    assert run.operation.total >= MIN_EACH, run.operation.summary()
-    assert through.total >= MIN_EACH, through.summary()
-    for load in (run.operation, through):
-        assert set(load.methods) == ALL_METHODS, load.summary()
-        assert load.retried == 0, load.summary()
-
-
 def test_full_restart_behind_socket_activation_fails_no_request_of_any_method(
     app_hosts: dict[str, Any], record_property: Callable[..., None]
 ) -> None:
@@ -57,7 +48,7 @@ def test_full_restart_behind_socket_activation_fails_no_request_of_any_method(
     )
     record_both(record_property, "full restart", run, through)
     assert master(app) != before
-    assert_every_method_and_enough(run, through)
+    assert_every_method_and_enough(run.operation, through)
     assert run.operation.failed == 0, run.operation.summary()
     assert through.failed == 0, through.summary()
 
@@ -94,7 +85,7 @@ def test_worker_killed_with_sigkill_loses_only_what_it_was_serving(
     record_property("figure", figure)
     assert "replaced" in timings, "the killed worker was not replaced within 10 s"
     assert master(app) == pid
-    assert_every_method_and_enough(run, through)
+    assert_every_method_and_enough(run.operation, through)
     for load in (run.operation, through):
         failed = [sample for sample in load.samples if sample.failed]
         assert len(failed) <= SHARED_THREADS + SHARED_WEBSOCKETS, load.summary()
@@ -121,6 +112,6 @@ def test_master_killed_with_sigkill_is_restarted_and_no_request_of_any_method_fa
     after = master(app)
     assert after not in (0, before)
     assert int(app.check_output(f"systemctl show --property NRestarts --value {SERVICE}")) >= 1
-    assert_every_method_and_enough(run, through)
+    assert_every_method_and_enough(run.operation, through)
     assert run.operation.failed == 0, run.operation.summary()
     assert through.failed == 0, through.summary()
