@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import base64
 import os
 import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import testinfra
@@ -35,6 +39,49 @@ def main_pid(host: Any, unit: str) -> int:
 def child_pids(host: Any, parent: int) -> set[int]:
     out = host.run(f"pgrep -P {parent}").stdout
     return {int(pid) for pid in out.split()}
+
+
+def wait_for_new_workers(host: Any, master: int, old: set[int], expected: int, seconds: float) -> set[int]:
+    """The master's workers once there are `expected` of them and none is in `old`, or as
+    they are when `seconds` have passed."""
+    deadline = time.monotonic() + seconds
+    current = child_pids(host, master)
+    while time.monotonic() < deadline:
+        if len(current) == expected and not current & old:
+            break
+        time.sleep(0.5)
+        current = child_pids(host, master)
+    return current
+
+
+def reload_and_wait(host: Any, master: int, unit: str) -> set[int]:
+    """`systemctl reload` (a HUP), then the workers once all of them are new (40 s at most)."""
+    old = child_pids(host, master)
+    host.run_test(f"systemctl reload {unit}")
+    return wait_for_new_workers(host, master, old, len(old), seconds=40)
+
+
+@contextmanager
+def low_max_requests(host: Any, master: int, unit: str, conf: str) -> Iterator[set[int]]:
+    """Within: gunicorn_conf.py `conf` says max_requests 300 (+ up to 150 jitter, the
+    production proportion) instead of the kit's 10,000 (+1,000), live through a HUP; yields
+    the workers started with it. Afterwards the file is put back and live again."""
+    original = host.file(conf).content_string
+    assert "\nmax_requests = 10000\nmax_requests_jitter = 1000\n" in original
+    host.run_test(
+        f"sed -i -e 's/^max_requests = 10000$/max_requests = 300/' "
+        f"-e 's/^max_requests_jitter = 1000$/max_requests_jitter = 150/' {conf}"
+    )
+    try:
+        old = child_pids(host, master)
+        started = reload_and_wait(host, master, unit)
+        assert len(started) == len(old), "the reload did not start every worker again"
+        assert not started & old, "the reload did not replace the workers"
+        yield started
+    finally:
+        encoded = base64.b64encode(original.encode()).decode()
+        host.run_test(f"echo {encoded} | base64 -d > {conf}")
+        reload_and_wait(host, master, unit)
 
 
 def usable_cpus(host: Any, pid: int) -> int:

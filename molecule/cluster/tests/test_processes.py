@@ -1,15 +1,16 @@
-"""Killed processes and full restarts on one app host, under the mixed load straight at its
-nginx and, at the same time, through the balancer."""
+"""Reloads, recycled workers, killed processes and full restarts on one app host, under the
+mixed load straight at its nginx and, at the same time, through the balancer."""
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 
-from asgikit_testing.containers import child_pids
+from asgikit_testing.containers import child_pids, low_max_requests, wait_for_new_workers
 from asgikit_testing.load import LoadResult, OperationRun
 from conftest import (
     APP_HOSTS,
@@ -113,5 +114,62 @@ def test_master_killed_with_sigkill_is_restarted_and_no_request_of_any_method_fa
     assert after not in (0, before)
     assert int(app.check_output(f"systemctl show --property NRestarts --value {SERVICE}")) >= 1
     assert_every_method_and_enough(run.operation, through)
+    assert run.operation.failed == 0, run.operation.summary()
+    assert through.failed == 0, through.summary()
+
+
+RELOADS = 10
+
+
+def test_ten_reloads_in_a_row_fail_no_request_straight_or_through_the_balancer(
+    app_hosts: dict[str, Any], record_property: Callable[..., None]
+) -> None:
+    """Ten HUPs in a row on one app host, each sent once the previous one's workers are all
+    new, under the mixed load straight at it and through the balancer at once."""
+    app = app_hosts[HOST]
+    pid = master(app)
+    expected = len(child_pids(app, pid))
+
+    def reload_ten_times() -> list[set[int]]:
+        generations = [child_pids(app, pid)]
+        for _ in range(RELOADS):
+            app.run_test(f"systemctl reload {SERVICE}")
+            generations.append(wait_for_new_workers(app, pid, generations[-1], expected, seconds=40))
+        return generations
+
+    run, through, generations = under_two_mixed_loads(HOST, BALANCER, reload_ten_times)
+    record_both(record_property, f"{RELOADS} reloads in a row", run, through)
+    for number, (old, new) in enumerate(itertools.pairwise(generations), start=1):
+        assert len(new) == expected, f"reload {number}: {len(new)} workers"
+        assert not new & old, f"reload {number}: workers not replaced"
+    assert master(app) == pid
+    assert_every_method_and_enough(run, through)
+    assert run.operation.failed == 0, run.operation.summary()
+    assert through.failed == 0, through.summary()
+
+
+GUNICORN_CONF = "/etc/refapp/gunicorn_conf.py"
+
+
+def test_workers_recycled_by_max_requests_fail_no_request_straight_or_through_the_balancer(
+    app_hosts: dict[str, Any], record_property: Callable[..., None]
+) -> None:
+    """With max_requests 300 (+ up to 150) on one app host, every worker there is replaced
+    under the mixed load straight at it and through the balancer at once, and nothing fails."""
+    app = app_hosts[HOST]
+    pid = master(app)
+    with low_max_requests(app, pid, SERVICE, GUNICORN_CONF) as before:
+
+        def wait_until_every_worker_was_recycled() -> set[int]:
+            deadline = time.monotonic() + 120
+            while (now := child_pids(app, pid)) & before and time.monotonic() < deadline:
+                time.sleep(0.5)
+            return now
+
+        run, through, after = under_two_mixed_loads(HOST, BALANCER, wait_until_every_worker_was_recycled)
+    record_both(record_property, "max_requests 300 (+150) recycling", run, through)
+    assert not before & after, "a worker was not recycled within 120 s"
+    assert master(app) == pid
+    assert_every_method_and_enough(run, through)
     assert run.operation.failed == 0, run.operation.summary()
     assert through.failed == 0, through.summary()

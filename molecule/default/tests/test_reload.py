@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import ssl
 import time
 from collections.abc import Callable
@@ -12,21 +11,16 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 
 from asgikit_testing.clients import https_client, wss_connect
-from asgikit_testing.containers import child_pids, main_pid, usable_cpus
+from asgikit_testing.containers import (
+    child_pids,
+    low_max_requests,
+    main_pid,
+    reload_and_wait,
+    usable_cpus,
+    wait_for_new_workers,
+)
 from asgikit_testing.load import BackgroundLoad, report_rows
 from conftest import CURRENT, GUNICORN_CONF, SERVICE
-
-
-def wait_for_new_workers(host: Any, master: int, old: set[int], expected: int, seconds: float) -> set[int]:
-    deadline = time.monotonic() + seconds
-    current = child_pids(host, master)
-    while time.monotonic() < deadline:
-        if len(current) == expected and not current & old:
-            break
-        time.sleep(0.5)
-        current = child_pids(host, master)
-    return current
-
 
 RELOADS = 10
 # Requests sent after each reload before the next one, so the load crosses every reload:
@@ -78,12 +72,6 @@ def point_current_at(host: Any, target: str) -> None:
     host.run_test(f"ln -sfn {target} {CURRENT}.probe-link && mv -T {CURRENT}.probe-link {CURRENT}")
 
 
-def reload_and_wait(host: Any, master: int) -> set[int]:
-    old = child_pids(host, master)
-    host.run_test(f"systemctl reload {SERVICE}")
-    return wait_for_new_workers(host, master, old, len(old), seconds=40)
-
-
 def test_running_workers_keep_their_release_when_current_moves(
     host: Any, https_port: int, tls: ssl.SSLContext
 ) -> None:
@@ -103,12 +91,12 @@ def test_running_workers_keep_their_release_when_current_moves(
         point_current_at(host, probe)
         with https_client(https_port, tls) as client:
             before_hup = {client.get("/readyz").json()["version"] for _ in range(30)}
-        reload_and_wait(host, master)
+        reload_and_wait(host, master, SERVICE)
         with https_client(https_port, tls) as client:
             after_hup = {client.get("/readyz").json()["version"] for _ in range(30)}
     finally:
         point_current_at(host, running)
-        reload_and_wait(host, master)
+        reload_and_wait(host, master, SERVICE)
         host.run_test(f"rm -rf {probe}")
     assert before_hup == {version}, "a running worker read the release `current` moved to"
     assert after_hup == {probe_version}, "the workers a HUP starts must load the release `current` points at"
@@ -124,7 +112,7 @@ def test_reload_closes_open_websockets_with_1012_and_new_ones_work(
     with wss_connect(https_port, "/ws", tls) as ws:
         ws.send("before the reload")
         assert ws.recv(timeout=10) == "before the reload"
-        reload_and_wait(host, master)
+        reload_and_wait(host, master, SERVICE)
         with pytest.raises(ConnectionClosed) as closed:
             ws.recv(timeout=30)
     assert closed.value.rcvd is not None, "the connection was cut without a close frame"
@@ -142,24 +130,12 @@ def test_workers_recycled_by_max_requests_fail_no_request_of_any_method(
     The jitter keeps its production proportion (half the limit here), so that workers do
     not all retire at the same moment, which is what the jitter is for."""
     master = main_pid(host, SERVICE)
-    original = host.file(GUNICORN_CONF).content_string
-    assert "\nmax_requests = 10000\nmax_requests_jitter = 1000\n" in original
-    host.run_test(
-        f"sed -i -e 's/^max_requests = 10000$/max_requests = 300/' "
-        f"-e 's/^max_requests_jitter = 1000$/max_requests_jitter = 150/' {GUNICORN_CONF}"
-    )
-    try:
-        reload_and_wait(host, master)
-        before = child_pids(host, master)
+    with low_max_requests(host, master, SERVICE, GUNICORN_CONF) as before:
         log_lines_before = int(host.check_output("wc -l < /var/log/nginx/error.log"))
         load = mixed_load(max_seconds=120)
         with load:
             load.wait_for(8_000, since=0.0, timeout=110)
         after = child_pids(host, master)
-    finally:
-        encoded = base64.b64encode(original.encode()).decode()
-        host.run_test(f"echo {encoded} | base64 -d > {GUNICORN_CONF}")
-        reload_and_wait(host, master)
     result = load.result
     print("\n" + "\n".join(report_rows([("operation", result, 0.0)])))
     record_property(
