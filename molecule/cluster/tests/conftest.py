@@ -3,6 +3,7 @@ ports, the wheels of each release, and runners for the kit's playbooks."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import threading
 from collections.abc import Callable, Iterator
@@ -157,6 +158,33 @@ def balancer_servers(balancer: Any) -> dict[str, dict[str, str]]:
         if values.get("pxname") == HAPROXY_BACKEND and values.get("svname") in APP_HOSTS:
             servers[values["svname"]] = values
     return servers
+
+
+# A line of the balancer's log (roles/haproxy: httplog with the handshake and idle times):
+# the seven timers Th/Ti/TR/Tw/Tc/Tr/Ta, then the status.
+BALANCER_LOG_STATUS = re.compile(r" (?:-?\d+/){6}-?\d+ (\d{3}) ")
+
+
+def balancer_errors(minutes: int = 15) -> str:
+    """The balancer's log lines of the last `minutes` whose status is 400 or above."""
+    log = _docker_exec(BALANCER, f"journalctl --unit haproxy --output cat --since -{minutes}min")
+    statuses = ((line, BALANCER_LOG_STATUS.search(line)) for line in log.splitlines())
+    lines = [line for line, match in statuses if match and int(match[1]) >= 400]
+    return "\n".join(lines[-40:]) or "(none)"
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[pytest.TestReport]:
+    """A failed test's report shows the balancer's answers of 400 and above, with their
+    timers and termination state, for a failure that came through it."""
+    report = yield
+    if report.when == "call" and report.failed:
+        try:
+            errors = balancer_errors()
+        except (subprocess.SubprocessError, OSError) as error:
+            errors = f"could not read the balancer's log: {error!r}"
+        report.sections.append(("the balancer's answers of 400 and above", errors))
+    return report
 
 
 def _docker_exec(container: str, command: str) -> str:

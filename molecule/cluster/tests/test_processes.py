@@ -143,7 +143,7 @@ def test_ten_reloads_in_a_row_fail_no_request_straight_or_through_the_balancer(
         assert len(new) == expected, f"reload {number}: {len(new)} workers"
         assert not new & old, f"reload {number}: workers not replaced"
     assert master(app) == pid
-    assert_every_method_and_enough(run, through)
+    assert_every_method_and_enough(run.operation, through)
     assert run.operation.failed == 0, run.operation.summary()
     assert through.failed == 0, through.summary()
 
@@ -170,6 +170,6 @@ def test_workers_recycled_by_max_requests_fail_no_request_straight_or_through_th
     record_both(record_property, "max_requests 300 (+150) recycling", run, through)
     assert not before & after, "a worker was not recycled within 120 s"
     assert master(app) == pid
-    assert_every_method_and_enough(run, through)
+    assert_every_method_and_enough(run.operation, through)
     assert run.operation.failed == 0, run.operation.summary()
     assert through.failed == 0, through.summary()
