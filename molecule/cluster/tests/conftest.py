@@ -3,6 +3,7 @@ ports, the wheels of each release, and runners for the kit's playbooks."""
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import threading
@@ -245,12 +246,31 @@ def master_pids(app_hosts: dict[str, Any]) -> dict[str, int]:
     }
 
 
+# A test starts from the release it needs, and leaves the cluster as it ends: the next test
+# deploys only when it needs another release (each deploy takes a minute or more).
 @pytest.fixture
-def on_v1(app_hosts: dict[str, Any], wheels: dict[str, Path]) -> Iterator[None]:
-    """Each test starts (and leaves) the cluster on release 1.0.0."""
+def on_v1(app_hosts: dict[str, Any], wheels: dict[str, Path]) -> None:
+    """The test starts with every app host on release 1.0.0."""
     ensure_version(app_hosts, wheels, "1.0.0")
-    yield
-    ensure_version(app_hosts, wheels, "1.0.0")
+
+
+@pytest.fixture
+def on_v2_after_v1(app_hosts: dict[str, Any], wheels: dict[str, Path]) -> None:
+    """The test starts with every app host on release 2.0.0, deployed over 1.0.0: what the
+    rolling deploy test leaves, so right after it nothing is deployed."""
+    for host in app_hosts.values():
+        records = deploy_records(host)
+        running = records[-1] if records else {"release": None, "version": None}
+        earlier = [r["version"] for r in reversed(records) if r["release"] != running["release"]]
+        if running["version"] != "2.0.0" or earlier[:1] != ["1.0.0"]:
+            ensure_version(app_hosts, wheels, "1.0.0")
+            ensure_version(app_hosts, wheels, "2.0.0")
+            return
+
+
+def deploy_records(host: Any) -> list[dict[str, Any]]:
+    """The app host's deploy record (/opt/refapp/deploys.jsonl), oldest first."""
+    return [json.loads(line) for line in host.file("/opt/refapp/deploys.jsonl").content_string.splitlines()]
 
 
 def ensure_version(app_hosts: dict[str, Any], wheels: dict[str, Path], version: str) -> None:

@@ -23,6 +23,7 @@ from conftest import (
     DrainWatch,
     assert_every_method_and_enough,
     balancer_servers,
+    deploy_records,
     master_pids,
     run_playbook,
     testinfra_hosts,
@@ -31,14 +32,10 @@ from conftest import (
     under_two_mixed_loads,
 )
 
-pytestmark = pytest.mark.usefixtures("on_v1")
 __all__ = ["testinfra_hosts"]  # testinfra reads it from the test module
 
 
-def deploy_records(host: Any) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in host.file("/opt/refapp/deploys.jsonl").content_string.splitlines()]
-
-
+@pytest.mark.usefixtures("on_v1")
 def test_rolling_deploy_across_the_cluster_fails_no_request(
     app_hosts: dict[str, Any],
     wheels: dict[str, Path],
@@ -80,6 +77,38 @@ def test_rolling_deploy_across_the_cluster_fails_no_request(
         assert record["time"].endswith("Z")
 
 
+@pytest.mark.usefixtures("on_v2_after_v1")
+def test_rollback_returns_to_the_previous_release(
+    app_hosts: dict[str, Any], record_property: Callable[..., None]
+) -> None:
+    masters = master_pids(app_hosts)
+    run, straight, result = under_two_mixed_loads(BALANCER, APP_HOSTS[0], lambda: run_playbook("rollback"))
+    assert result.returncode == 0, result.output[-3000:]
+    record_property("load", run.operation.record("rollback.yml, through the balancer"))
+    record_property("load", straight.record("rollback.yml, straight at one host"))
+    assert_every_method_and_enough(run.operation, straight)
+    assert run.operation.failed == 0, run.operation.summary()
+    assert straight.failed == 0, straight.summary()
+    assert run.after.versions == {"1.0.0": run.after.versioned}
+    assert master_pids(app_hosts) == masters
+    for host in app_hosts.values():
+        assert deploy_records(host)[-1]["action"] == "rollback"
+
+
+def test_rollback_to_a_named_release(app_hosts: dict[str, Any], wheels: dict[str, Path]) -> None:
+    deployed = run_playbook("deploy", "-e", f"asgi_app_source={wheels['2.0.0']}")
+    assert deployed.returncode == 0, deployed.output[-3000:]
+    v1 = next(r["release"] for r in deploy_records(app_hosts[APP_HOSTS[0]]) if r["version"] == "1.0.0")
+    result = run_playbook("rollback", "--limit", APP_HOSTS[0], "-e", f"asgi_app_rollback_to={v1}")
+    assert result.returncode == 0, result.output[-3000:]
+    assert app_hosts[APP_HOSTS[0]].file("/opt/refapp/current").linked_to == f"/opt/refapp/releases/{v1}"
+    assert (
+        '"version": "2.0.0"'
+        in app_hosts[APP_HOSTS[1]].file("/opt/refapp/current/release.json").content_string
+    )
+
+
+@pytest.mark.usefixtures("on_v1")
 def test_code_deploy_on_one_host_fails_no_request_of_any_method_on_that_host(
     app_hosts: dict[str, Any], wheels: dict[str, Path], record_property: Callable[..., None]
 ) -> None:
@@ -102,6 +131,7 @@ def test_code_deploy_on_one_host_fails_no_request_of_any_method_on_that_host(
     assert master_pids(app_hosts)[host] == masters[host]
 
 
+@pytest.mark.usefixtures("on_v1")
 def test_broken_release_never_touches_the_running_one(
     app_hosts: dict[str, Any], wheels: dict[str, Path], through_balancer: Callable[[], httpx.Client]
 ) -> None:
@@ -119,6 +149,7 @@ def test_broken_release_never_touches_the_running_one(
     assert run.after.versions == {"1.0.0": run.after.total}
 
 
+@pytest.mark.usefixtures("on_v1")
 def test_release_failing_its_health_check_rolls_back_by_itself(
     host: Any,
     app_hosts: dict[str, Any],
@@ -149,38 +180,14 @@ def test_release_failing_its_health_check_rolls_back_by_itself(
     assert balancer_servers(host)[APP_HOSTS[0]]["status"] == "UP"
 
 
-def test_rollback_returns_to_the_previous_release(
-    app_hosts: dict[str, Any],
-    wheels: dict[str, Path],
-    record_property: Callable[..., None],
-) -> None:
-    deployed = run_playbook("deploy", "-e", f"asgi_app_source={wheels['2.0.0']}")
-    assert deployed.returncode == 0, deployed.output[-3000:]
-    masters = master_pids(app_hosts)
-    run, straight, result = under_two_mixed_loads(BALANCER, APP_HOSTS[0], lambda: run_playbook("rollback"))
-    assert result.returncode == 0, result.output[-3000:]
-    record_property("load", run.operation.record("rollback.yml, through the balancer"))
-    record_property("load", straight.record("rollback.yml, straight at one host"))
-    assert_every_method_and_enough(run.operation, straight)
-    assert run.operation.failed == 0, run.operation.summary()
-    assert straight.failed == 0, straight.summary()
-    assert run.after.versions == {"1.0.0": run.after.versioned}
-    assert master_pids(app_hosts) == masters
-    for host in app_hosts.values():
-        assert deploy_records(host)[-1]["action"] == "rollback"
-
-
-def test_rollback_to_a_named_release(app_hosts: dict[str, Any], wheels: dict[str, Path]) -> None:
-    deployed = run_playbook("deploy", "-e", f"asgi_app_source={wheels['2.0.0']}")
-    assert deployed.returncode == 0, deployed.output[-3000:]
-    v1 = next(r["release"] for r in deploy_records(app_hosts[APP_HOSTS[0]]) if r["version"] == "1.0.0")
-    result = run_playbook("rollback", "--limit", APP_HOSTS[0], "-e", f"asgi_app_rollback_to={v1}")
-    assert result.returncode == 0, result.output[-3000:]
-    assert app_hosts[APP_HOSTS[0]].file("/opt/refapp/current").linked_to == f"/opt/refapp/releases/{v1}"
-    assert (
-        '"version": "2.0.0"'
-        in app_hosts[APP_HOSTS[1]].file("/opt/refapp/current/release.json").content_string
-    )
+def test_balancer_sees_every_app_host_up_through_its_health_check(host: Any) -> None:
+    assert BALANCER in host.check_output("hostname")
+    servers = balancer_servers(host)
+    assert set(servers) == set(APP_HOSTS)
+    for name, row in servers.items():
+        assert row["status"] == "UP", (name, row)
+        # Layer 7 check passed: the app's health path answered through the app host's nginx.
+        assert row["check_status"] == "L7OK", (name, row)
 
 
 def test_rolling_reload_replaces_every_worker_and_fails_no_request(
@@ -214,6 +221,13 @@ def test_rolling_reload_replaces_every_worker_and_fails_no_request(
     assert master_pids(app_hosts) == masters
 
 
+def test_balancer_spreads_requests_over_both_app_hosts(through_balancer: Callable[[], httpx.Client]) -> None:
+    with through_balancer() as client:
+        hosts = {client.get("/runtime").json()["hostname"] for _ in range(40)}
+    assert hosts == set(APP_HOSTS)
+
+
+@pytest.mark.usefixtures("on_v1")
 def test_a_second_deploy_is_refused_while_the_first_holds_the_lock(
     app_hosts: dict[str, Any], wheels: dict[str, Path]
 ) -> None:
@@ -242,22 +256,7 @@ def test_a_second_deploy_is_refused_while_the_first_holds_the_lock(
     assert (records[-1]["action"], records[-1]["version"]) == ("deploy", "2.0.0")
 
 
-def test_balancer_spreads_requests_over_both_app_hosts(through_balancer: Callable[[], httpx.Client]) -> None:
-    with through_balancer() as client:
-        hosts = {client.get("/runtime").json()["hostname"] for _ in range(40)}
-    assert hosts == set(APP_HOSTS)
-
-
-def test_balancer_sees_every_app_host_up_through_its_health_check(host: Any) -> None:
-    assert BALANCER in host.check_output("hostname")
-    servers = balancer_servers(host)
-    assert set(servers) == set(APP_HOSTS)
-    for name, row in servers.items():
-        assert row["status"] == "UP", (name, row)
-        # Layer 7 check passed: the app's health path answered through the app host's nginx.
-        assert row["check_status"] == "L7OK", (name, row)
-
-
+@pytest.mark.usefixtures("on_v1")
 def test_new_runtime_restarts_behind_the_socket_and_fails_no_request(
     app_hosts: dict[str, Any], wheels: dict[str, Path], through_balancer: Callable[[], httpx.Client]
 ) -> None:
