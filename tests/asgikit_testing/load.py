@@ -359,9 +359,11 @@ def measure(
     min_requests: int = 20_000,
     after_seconds: float = 2.0,
     max_seconds: float = 600.0,
+    beside: Iterable[BackgroundLoad] = (),
 ) -> tuple[OperationRun, T]:
-    """Runs `operation` under continuous load and returns the load, phase by phase. Raises
-    TimeoutError when fewer than `min_requests` were sent during the operation in time."""
+    """Runs `operation` under continuous load and returns the load, phase by phase. The
+    operation phase lasts until `min_requests` were sent during it, by this load and by each
+    load running `beside` it. Raises TimeoutError when they were not in time."""
     with BackgroundLoad(
         make_client,
         mix,
@@ -375,7 +377,8 @@ def measure(
         t1 = time.monotonic()
         value = operation()
         t2 = time.monotonic()
-        load.wait_for(min_requests, since=t1, timeout=max(1.0, max_seconds - (t2 - t0)))
+        for each in (load, *beside):
+            each.wait_for(min_requests, since=t1, timeout=max(1.0, max_seconds - (time.monotonic() - t0)))
         t3 = max(time.monotonic(), t2)
         time.sleep(after_seconds)
         t4 = time.monotonic()
