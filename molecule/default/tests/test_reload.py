@@ -41,9 +41,11 @@ def test_ten_reloads_in_a_row_replace_every_worker_and_fail_no_request_of_any_me
     with load:
         time.sleep(1.0)
         started = time.monotonic()
+        reload_times: list[float] = []
         for number in range(RELOADS):
             old = child_pids(host, master)
             reloaded = time.monotonic()
+            reload_times.append(reloaded)
             host.run_test(f"systemctl reload {SERVICE}")
             new = wait_for_new_workers(host, master, old, expected, seconds=40)
             assert len(new) == expected, f"reload {number + 1}: {len(new)} workers"
@@ -60,10 +62,23 @@ def test_ten_reloads_in_a_row_replace_every_worker_and_fail_no_request_of_any_me
     assert set(during.methods) == {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "WS"}
     assert during.total >= RELOADS * REQUESTS_PER_RELOAD, during.summary()
     assert all(part.total >= 100 for part in during.methods.values()), during.summary()
-    assert during.failed == 0, during.summary()
-    assert during.retried == 0, during.summary()
-    # Nor did nginx retry one unseen: it logs every upstream connection that failed.
     new_log = host.check_output(f"tail -n +{log_lines_before + 1} /var/log/nginx/error.log")
+    # A failure, told by when it started: which reload it followed, how long after, and how
+    # long it lasted (seconds); and what nginx logged meanwhile.
+    failures = [
+        (
+            sample.method,
+            sum(1 for t in reload_times if t <= sample.started),
+            round(sample.started - max((t for t in reload_times if t <= sample.started), default=started), 2),
+            round(sample.latency, 2),
+            sample.error or sample.status,
+        )
+        for sample in during.samples
+        if sample.failed or sample.retried
+    ]
+    assert during.failed == 0, (during.summary(), failures, new_log[-3000:])
+    assert during.retried == 0, (during.summary(), failures, new_log[-3000:])
+    # Nor did nginx retry one unseen: it logs every upstream connection that failed.
     assert "upstream" not in new_log, new_log[-3000:]
 
 
