@@ -76,10 +76,18 @@ def test_ten_reloads_in_a_row_replace_every_worker_and_fail_no_request_of_any_me
         for sample in during.samples
         if sample.failed or sample.retried
     ]
-    assert during.failed == 0, (during.summary(), failures, new_log[-3000:])
-    assert during.retried == 0, (during.summary(), failures, new_log[-3000:])
+    assert during.failed == 0, (during.summary(), failures, new_log[-3000:], service_warnings(host))
+    assert during.retried == 0, (during.summary(), failures, new_log[-3000:], service_warnings(host))
     # Nor did nginx retry one unseen: it logs every upstream connection that failed.
     assert "upstream" not in new_log, new_log[-3000:]
+
+
+def service_warnings(host: Any) -> str:
+    """The service's journal lines of the last 10 minutes that tell of a worker cut short or
+    failing: read when a load test fails, to tell why."""
+    pattern = "Cancel|TIMEOUT|Exception|Fatal|Error|Traceback|SIGABRT|SIGKILL"
+    journal = f"journalctl --unit {SERVICE} --since -10min --output short-monotonic"
+    return host.run(f"{journal} | grep -E '{pattern}' | tail -n 30").stdout
 
 
 def point_current_at(host: Any, target: str) -> None:
