@@ -134,13 +134,23 @@ def under_two_mixed_loads(
     return run, during, value
 
 
-def assert_every_method_and_enough(*loads: LoadResult) -> None:
+def record_loads(record_property: Callable[..., None], operation: str, loads: dict[str, LoadResult]) -> None:
+    """Records each load that ran during `operation`, labelled `<operation>, <where it was
+    sent>`, for the test summary's table."""
+    for where, load in loads.items():
+        record_property("load", load.record(f"{operation}, {where}"))
+
+
+def assert_loads(*loads: LoadResult, none_failed: bool = True) -> None:
     """Each of two loads that ran at once sent at least MIN_EACH requests, of every method,
-    and retried none."""
+    and retried none; and, unless `none_failed` is False, none failed."""
     for load in loads:
         assert load.total >= MIN_EACH, load.summary()
         assert set(load.methods) == ALL_METHODS, load.summary()
         assert load.retried == 0, load.summary()
+    if none_failed:
+        for load in loads:
+            assert load.failed == 0, load.summary()
 
 
 ADMIN_SOCKET = "/run/haproxy/admin.sock"
