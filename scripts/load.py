@@ -25,10 +25,10 @@ import sys
 from pathlib import Path
 
 import httpx
-from websockets.sync.client import ClientConnection, connect
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
+from asgikit_testing.clients import WebSocketSession
 from asgikit_testing.load import MIXED, Call, measure, report_rows
 
 
@@ -67,8 +67,8 @@ def main() -> int:
     def operation() -> int:
         return subprocess.run(args.command, check=False).returncode
 
-    def websocket() -> ClientConnection:
-        return connect(f"wss://127.0.0.1:{args.port}/ws", ssl=context, open_timeout=10)
+    def websocket() -> WebSocketSession:
+        return WebSocketSession(f"wss://127.0.0.1:{args.port}/ws", context, open_timeout=10)
 
     run, returncode = measure(
         client,

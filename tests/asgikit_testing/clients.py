@@ -3,13 +3,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import ssl
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from types import TracebackType
 
 import httpx
-from websockets.sync.client import ClientConnection, connect
+from websockets.asyncio.client import connect
 
 from asgikit_testing.containers import published_port
 
@@ -46,8 +48,55 @@ def https_client(
     return httpx.Client(base_url=f"https://{address}:{port}", verify=context, http2=http2, timeout=timeout)
 
 
-def wss_connect(port: int, path: str, context: ssl.SSLContext) -> ClientConnection:
-    return connect(f"wss://127.0.0.1:{port}{path}", ssl=context, open_timeout=CLIENT_TIMEOUT)
+class WebSocketSession:
+    """A blocking WebSocket client whose reads and writes all happen in the calling thread:
+    websockets' asyncio client, on an event loop of the session's own that runs only within
+    its calls.
+
+    Not websockets' sync client: that one reads in a background thread while the caller
+    writes, and either thread may close the socket while the other still uses its TLS object.
+    OpenSSL keeps the raw descriptor number, so once another thread's new connection reuses
+    that number, the stale object reads and writes that connection's bytes: both ends then
+    see corrupted TLS records, or a WebSocket handshake whose answer never arrives. Under
+    load with servers that close sessions (1012), the tests saw both."""
+
+    def __init__(self, uri: str, context: ssl.SSLContext, open_timeout: float = CLIENT_TIMEOUT) -> None:
+        self._loop = asyncio.new_event_loop()
+        try:
+            opening = connect(uri, ssl=context, open_timeout=open_timeout)
+            self._connection = self._loop.run_until_complete(opening)
+        except BaseException:
+            self._loop.close()
+            raise
+
+    def send(self, message: str | bytes) -> None:
+        self._loop.run_until_complete(self._connection.send(message))
+
+    def recv(self, timeout: float) -> str | bytes:
+        """The next message; TimeoutError when none came within `timeout` seconds, and
+        websockets' ConnectionClosed when the session ended (its close frame, if any, on it)."""
+        return self._loop.run_until_complete(asyncio.wait_for(self._connection.recv(), timeout))
+
+    def close(self) -> None:
+        """The closing handshake (websockets' close timeout bounds it), then the loop is closed."""
+        if self._loop.is_closed():
+            return
+        try:
+            self._loop.run_until_complete(self._connection.close())
+        finally:
+            self._loop.close()
+
+    def __enter__(self) -> WebSocketSession:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, value: BaseException | None, traceback: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+def wss_connect(port: int, path: str, context: ssl.SSLContext) -> WebSocketSession:
+    return WebSocketSession(f"wss://127.0.0.1:{port}{path}", context)
 
 
 def _unverified() -> ssl.SSLContext:
@@ -65,7 +114,7 @@ def client_for(container: str) -> Callable[[], httpx.Client]:
     return lambda: httpx.Client(base_url=f"https://127.0.0.1:{port}", verify=context, timeout=CLIENT_TIMEOUT)
 
 
-def websocket_for(container: str, path: str = "/ws") -> Callable[[], ClientConnection]:
+def websocket_for(container: str, path: str = "/ws") -> Callable[[], WebSocketSession]:
     """WebSocket sessions to a container's published 443, encrypted, not verified (as above)."""
     port, context = published_port(container, 443), _unverified()
     return lambda: wss_connect(port, path, context)

@@ -14,6 +14,7 @@ phases (steady state, during an operation, after it) and reported per method."""
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import statistics
@@ -26,7 +27,8 @@ from typing import Any, TypeVar
 
 import httpx
 from websockets.exceptions import ConnectionClosed
-from websockets.sync.client import ClientConnection
+
+from asgikit_testing.clients import WebSocketSession
 
 T = TypeVar("T")
 WEBSOCKET = "WS"
@@ -196,7 +198,7 @@ class BackgroundLoad:
         mix: Iterable[Call] = GET_ONLY,
         *,
         threads: int = 4,
-        make_websocket: Callable[[], ClientConnection] | None = None,
+        make_websocket: Callable[[], WebSocketSession] | None = None,
         websockets: int = 0,
         max_requests: int = 300_000,
         max_seconds: float = 300.0,
@@ -231,6 +233,11 @@ class BackgroundLoad:
         for worker in self._workers:
             worker.join(timeout=30)
         return self.result
+
+    @property
+    def running(self) -> int:
+        """Threads of this load that have not ended (0 once stop() returned, unless one hangs)."""
+        return sum(1 for worker in self._workers if worker.is_alive())
 
     def count_since(self, since: float) -> int:
         with self._lock:
@@ -286,7 +293,7 @@ class BackgroundLoad:
 
     def _run_websocket(self, number: int, deadline: float) -> None:
         assert self._make_websocket is not None
-        connection: ClientConnection | None = None
+        connection: WebSocketSession | None = None
         reconnected = 0
         n = 0
         try:
@@ -299,7 +306,7 @@ class BackgroundLoad:
                     connection.send(message)
                     echoed = connection.recv(timeout=10)
                 except ConnectionClosed as exc:
-                    connection = None
+                    connection = _dropped(connection)
                     if (
                         exc.rcvd is not None
                         and exc.rcvd.code == SERVICE_RESTART
@@ -309,7 +316,7 @@ class BackgroundLoad:
                         continue
                     error = f"closed: {exc}"
                 except Exception as exc:
-                    connection = None
+                    connection = _dropped(connection)
                     error = f"{type(exc).__name__}: {exc}"
                 else:
                     error = None if echoed == message else "echo differs from the message sent"
@@ -324,6 +331,13 @@ class BackgroundLoad:
         finally:
             if connection is not None:
                 connection.close()
+
+
+def _dropped(session: WebSocketSession | None) -> None:
+    """Ends a session that failed (its own error is what gets recorded, not the close's)."""
+    if session is not None:
+        with contextlib.suppress(Exception):
+            session.close()
 
 
 @dataclass
@@ -353,7 +367,7 @@ def measure(
     *,
     mix: Iterable[Call] = GET_ONLY,
     threads: int = 6,
-    make_websocket: Callable[[], ClientConnection] | None = None,
+    make_websocket: Callable[[], WebSocketSession] | None = None,
     websockets: int = 0,
     steady_seconds: float = 3.0,
     min_requests: int = 20_000,
