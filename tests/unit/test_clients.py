@@ -4,8 +4,6 @@ closes every session with 1012 after a message or three, as retiring workers do.
 from __future__ import annotations
 
 import asyncio
-import datetime
-import ipaddress
 import itertools
 import ssl
 import tempfile
@@ -15,45 +13,14 @@ from pathlib import Path
 
 import httpx
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
+from asgikit_testing.certificates import make_certificate
 from asgikit_testing.clients import WebSocketSession, tls_context
 from asgikit_testing.load import WEBSOCKET, BackgroundLoad
 
 SESSIONS = 12
-
-
-def self_signed(directory: Path) -> tuple[Path, Path, str]:
-    """A certificate for 127.0.0.1: its file, its key's file, and its PEM."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = datetime.datetime.now(datetime.UTC)
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(hours=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False
-        )
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    pem = certificate.public_bytes(serialization.Encoding.PEM).decode()
-    (directory / "cert.pem").write_text(pem)
-    private = serialization.PrivateFormat.PKCS8
-    (directory / "key.pem").write_bytes(
-        key.private_bytes(serialization.Encoding.PEM, private, serialization.NoEncryption())
-    )
-    return directory / "cert.pem", directory / "key.pem", pem
 
 
 @pytest.fixture(scope="module")
@@ -79,7 +46,7 @@ def server() -> Iterator[tuple[int, str]]:
             await stop.wait()
 
     with tempfile.TemporaryDirectory() as directory:
-        cert, key, pem = self_signed(Path(directory))
+        cert, key, pem = make_certificate(Path(directory))
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         context.load_cert_chain(cert, key)
         found["context"] = context
