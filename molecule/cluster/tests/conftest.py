@@ -34,6 +34,9 @@ BALANCER = "asgikit-lb"
 APP_HOSTS = ("asgikit-app1", "asgikit-app2")
 SERVICE = "refapp.service"
 CURRENT = "/opt/refapp/current"
+# The host's lock for the app, in the kit's locks directory (root's alone).
+LOCKS = "/run/asgikit"
+LOCK = f"{LOCKS}/refapp.lock"
 V1_WHEEL = REPO / "app/dist/refapp-1.0.0-py3-none-any.whl"
 
 # Every test module runs once, against the balancer; app hosts come from `app_hosts`.

@@ -18,7 +18,11 @@ from asgikit_testing.playbooks import Run, scenario_start
 from conftest import (
     APP_HOSTS,
     BALANCER,
+    CURRENT,
+    LOCK,
+    LOCKS,
     MIN_REQUESTS,
+    SERVICE,
     DrainWatch,
     assert_loads,
     balancer_servers,
@@ -241,22 +245,63 @@ def test_a_second_deploy_is_refused_while_the_first_holds_the_lock(
     records_before = len(deploy_records(host))
     first = scenario_start("deploy", *args)
     deadline = time.monotonic() + 300
-    while host.run("test -s /run/lock/refapp-deploy/owner").rc != 0:
+    while host.run(f"test -s {LOCK}/owner").rc != 0:
         assert first.running(), first.finish().output[-3000:]
         assert time.monotonic() < deadline, "the first deploy never took the lock"
         time.sleep(0.2)
     second = run_playbook("deploy", *args)
     done = first.finish()
     assert second.returncode != 0
-    assert "Another deploy holds the lock /run/lock/refapp-deploy" in second.output
+    assert f"Another run holds the lock {LOCK} on {APP_HOSTS[0]}" in second.output
     assert "molecule since " in second.output
     assert done.returncode == 0, done.output[-3000:]
     assert '"version": "2.0.0"' in host.file("/opt/refapp/current/release.json").content_string
-    assert host.run("test -e /run/lock/refapp-deploy").rc != 0, "the first deploy left its lock"
+    assert host.run(f"test -e {LOCK}").rc != 0, "the first deploy left its lock"
     # The refused deploy wrote no record: one more record, the first deploy's.
     records = deploy_records(host)
     assert len(records) == records_before + 1
     assert (records[-1]["action"], records[-1]["version"]) == ("deploy", "2.0.0")
+
+
+def test_site_reload_and_rollback_stop_while_the_lock_is_held_and_change_nothing(
+    app_hosts: dict[str, Any],
+) -> None:
+    """Every playbook that changes a host takes its lock: while another run holds it (here a
+    holder written as a run writes it), site.yml, reload.yml and rollback.yml each stop with
+    the holder's name before they change anything on that host."""
+    host = app_hosts[APP_HOSTS[0]]
+    current = host.check_output(f"readlink {CURRENT}")
+    master = host.check_output(f"systemctl show --property MainPID --value {SERVICE}")
+    records = len(deploy_records(host))
+    host.run_test(f"mkdir {LOCK} && echo 'someone since now, Another run' > {LOCK}/owner")
+    try:
+        names = ("site", "reload", "rollback")
+        runs = {name: scenario_start(name, "--limit", APP_HOSTS[0]) for name in names}
+        finished = {name: run.finish() for name, run in runs.items()}
+    finally:
+        host.run_test(f"rm -rf {LOCK}")
+    for name, run in finished.items():
+        assert run.returncode != 0, f"{name}.yml ran while the lock was held"
+        assert f"Another run holds the lock {LOCK} on {APP_HOSTS[0]}: someone since now" in run.output, name
+        assert run.recap(APP_HOSTS[0])["changed"] == 0, (name, run.output[-3000:])
+    assert host.check_output(f"readlink {CURRENT}") == current
+    assert host.check_output(f"systemctl show --property MainPID --value {SERVICE}") == master
+    assert len(deploy_records(host)) == records
+
+
+def test_no_other_local_user_can_take_fake_or_redirect_the_lock(app_hosts: dict[str, Any]) -> None:
+    """The lock lives in a directory of root's alone, not in /run/lock (which every local
+    user can write): another user can neither make the lock, nor plant a link or a file in
+    its place, nor read who holds it."""
+    host = app_hosts[APP_HOSTS[0]]
+    assert host.file(LOCKS).user == "root"
+    assert host.file(LOCKS).mode == 0o700
+    assert host.file(LOCKS).is_directory
+    assert not host.file(LOCKS).is_symlink
+    for attempt in (f"mkdir {LOCK}", f"ln -s /etc {LOCK}", f"ls {LOCKS}"):
+        result = host.run(f"runuser -u nobody -- {attempt}")
+        assert result.rc != 0, f"nobody could {attempt}"
+        assert "Permission denied" in result.stderr, result.stderr
 
 
 @pytest.mark.usefixtures("on_v1")
