@@ -304,6 +304,30 @@ def test_no_other_local_user_can_take_fake_or_redirect_the_lock(app_hosts: dict[
         assert "Permission denied" in result.stderr, result.stderr
 
 
+def test_a_value_the_balancer_would_misread_stops_every_host_before_any_change(
+    app_hosts: dict[str, Any], host: Any
+) -> None:
+    """The app servers accept a health path with '#', which would start a comment in
+    haproxy.cfg: the balancer's check refuses it, and since every host's input is checked
+    first, neither the balancer nor any app host changes."""
+    files = {APP_HOSTS[0]: "/etc/refapp/gunicorn_conf.py", BALANCER: "/etc/haproxy/haproxy.cfg"}
+    hosts = {**app_hosts, BALANCER: host}
+
+    def fingerprint() -> dict[str, str]:
+        return {name: hosts[name].file(path).sha256sum for name, path in files.items()}
+
+    before = fingerprint()
+    run = run_playbook("site", "-e", "asgi_app_health_path=/healthz#x")
+    assert run.returncode != 0, run.output[-3000:]
+    assert "haproxy_health_path (wired from asgi_app_health_path) must start with '/'" in run.output
+    assert run.recap(BALANCER)["failed"] == 1
+    for name in APP_HOSTS:
+        assert run.recap(name)["changed"] == 0, name
+    assert run.recap(BALANCER)["changed"] == 0
+    assert "Take the host's lock" not in run.output
+    assert fingerprint() == before
+
+
 @pytest.mark.usefixtures("on_v1")
 def test_new_runtime_restarts_behind_the_socket_and_fails_no_request(
     app_hosts: dict[str, Any], wheels: dict[str, Path], through_balancer: Callable[[], httpx.Client]

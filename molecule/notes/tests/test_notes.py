@@ -150,3 +150,17 @@ def test_a_failing_migration_stops_the_deploy_and_leaves_v2_serving_untouched(
             assert "tags" in client.get(f"/notes/{note['id']}").json(), name
     # PostgreSQL rolled the failed migration back whole.
     assert "0002 (head)" in alembic_current()
+
+
+def test_exec_runs_as_the_app_user_whatever_its_command_starts_with(app_hosts: dict[str, Any]) -> None:
+    """The command comes after systemd-run's options, behind '--': one that starts with an
+    option of systemd-run's own (here, another user) is a command name, not an option."""
+    app_uid = app_hosts[APP_HOSTS[0]].user("notes").uid
+    result = run_playbook("exec", "-e", 'asgi_app_exec="/usr/bin/id -u"')
+    assert result.returncode == 0, result.output[-3000:]
+    assert f'"{app_uid}"' in result.output or f"\n{app_uid}\n" in result.output, result.output[-3000:]
+    smuggled = run_playbook("exec", "-e", 'asgi_app_exec="--uid=0 /usr/bin/id -u"')
+    assert smuggled.returncode != 0, smuggled.output[-3000:]
+    assert "--uid=0" in smuggled.output
+    assert '"0"' not in smuggled.output
+    assert "\n0\n" not in smuggled.output
