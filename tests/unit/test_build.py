@@ -4,8 +4,12 @@ uv and pip against the index."""
 
 from __future__ import annotations
 
+import base64
+import http.server
 import json
+import subprocess
 import tarfile
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -108,6 +112,50 @@ def test_credentials_in_urls_never_reach_messages() -> None:
     with pytest.raises(build.BuildError) as error:
         build.parse_source("svn+https://user:s3cret@svn.example.com/x")
     assert "s3cret" not in str(error.value)
+
+
+def test_git_credentials_reach_the_server_but_never_the_command_line_or_the_cache(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A user:token in a git+https source goes to git as an Authorization header for that
+    origin, through the environment: not in argv (which every local user can read in the
+    process list), not in the error, not in any file git keeps."""
+    seen: list[str | None] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            seen.append(self.headers.get("Authorization"))
+            self.send_error(404)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    argvs: list[list[str]] = []
+    real_run = subprocess.run
+
+    def recording_run(argv: list[str], *args: Any, **kwargs: Any) -> Any:
+        argvs.append(list(argv))
+        return real_run(argv, *args, **kwargs)
+
+    monkeypatch.setattr(build.subprocess, "run", recording_run)
+    source = f"git+http://deploy:s3cret%21@127.0.0.1:{server.server_port}/app.git@v1"
+    try:
+        with pytest.raises(build.BuildError) as error:
+            build.build_source(source, tmp_path / "cache", SERVER, "python", [], {})
+    finally:
+        server.shutdown()
+    assert "cannot fetch ref 'v1'" in str(error.value)
+    assert "s3cret" not in str(error.value)
+    assert seen, "git never reached the server"
+    assert seen[0] == "Basic " + base64.b64encode(b"deploy:s3cret!").decode()
+    assert any("fetch" in argv for argv in argvs)
+    assert not [argv for argv in argvs if "s3cret" in " ".join(argv)]
+    kept = [path for path in (tmp_path / "cache").rglob("*") if path.is_file()]
+    assert kept, "git kept no files to look in"
+    assert not [path for path in kept if b"s3cret" in path.read_bytes()]
+    assert build.url_secrets(source) == ["deploy", "s3cret!"]
 
 
 # --- Locks -------------------------------------------------------------------------------

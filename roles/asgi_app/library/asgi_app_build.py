@@ -5,7 +5,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ansible.module_utils.asgikit_build import BuildError, build_artifact, build_source, check_python
+from ansible.module_utils.asgikit_build import (
+    BuildError,
+    build_artifact,
+    build_source,
+    check_python,
+    url_secrets,
+)
 from ansible.module_utils.basic import AnsibleModule
 
 DOCUMENTATION = r"""
@@ -50,6 +56,8 @@ def main() -> None:
         required_if=[("stage", "source", ["source"]), ("stage", "artifact", ["description", "platform"])],
     )
     params = module.params
+    # A git URL's user:token never shows in the result, its invocation included.
+    module.no_log_values.update(url_secrets(params["source"] or ""))
     cache = Path(params["cache"])
     try:
         if params["stage"] == "source":

@@ -22,6 +22,7 @@ module and by the unit tests.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import fcntl
 import functools
@@ -43,7 +44,7 @@ from dataclasses import dataclass, field
 from email.parser import Parser
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from packaging.markers import Marker
 from packaging.requirements import InvalidRequirement, Requirement
@@ -160,6 +161,12 @@ def uv(*args: str) -> list[str]:
 UV_ENV = {"UV_PYTHON_DOWNLOADS": "never", "UV_PYTHON": sys.executable}
 
 
+def url_secrets(spec: str) -> list[str]:
+    """The user and password a URL in asgi_app_source carries (git+URL), to keep out of output."""
+    parts = urlsplit(spec.strip().removeprefix("git+"))
+    return [unquote(value) for value in (parts.username, parts.password) if value]
+
+
 def redact(url: str) -> str:
     """A URL without the user:password it may carry."""
     parts = urlsplit(url)
@@ -217,10 +224,31 @@ def parse_source(spec: str) -> Source:
     )
 
 
+def credentials(url: str) -> tuple[str, dict[str, str]]:
+    """Splits an http(s) URL's user:password off. Returns the URL without it, and the
+    environment that hands it to git as an Authorization header for that origin alone: the
+    secret never reaches git's command line (the process list), its FETCH_HEAD or its config.
+    Other URLs (ssh's user is no secret) come back as they are."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not (parts.username or parts.password):
+        return url, {}
+    netloc = parts.hostname or ""
+    if parts.port:
+        netloc += f":{parts.port}"
+    userinfo = f"{unquote(parts.username or '')}:{unquote(parts.password or '')}"
+    token = base64.b64encode(userinfo.encode()).decode()
+    return urlunsplit(parts._replace(netloc=netloc)), {
+        "GIT_CONFIG_COUNT": "1",
+        "GIT_CONFIG_KEY_0": f"http.{parts.scheme}://{netloc}/.extraHeader",
+        "GIT_CONFIG_VALUE_0": f"Authorization: Basic {token}",
+    }
+
+
 def checkout(source: Source, cache: Path) -> tuple[Path, str]:
     """Checks the git source out on the controller: the repository at its ref, as files.
     Returns the project directory and the commit."""
-    repo = cache / "git" / hashlib.sha256(source.location.encode()).hexdigest()[:16]
+    location, auth_env = credentials(source.location)
+    repo = cache / "git" / hashlib.sha256(location.encode()).hexdigest()[:16]
     env = {"GIT_TERMINAL_PROMPT": "0"}
     if not (repo / "HEAD").exists():
         repo.parent.mkdir(parents=True, exist_ok=True)
@@ -228,7 +256,8 @@ def checkout(source: Source, cache: Path) -> tuple[Path, str]:
         run(["git", "init", "--quiet", "--bare", str(repo)], env=env)
     try:
         run(
-            ["git", "-C", str(repo), "fetch", "--quiet", "--depth", "1", source.location, source.ref], env=env
+            ["git", "-C", str(repo), "fetch", "--quiet", "--depth", "1", location, source.ref],
+            env={**env, **auth_env},
         )
     except BuildError as error:
         raise BuildError(
