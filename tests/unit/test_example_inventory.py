@@ -9,6 +9,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import yaml
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "inventories" / "example"
@@ -32,6 +33,10 @@ def ansible(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         list(args), cwd=REPO, env=env, capture_output=True, text=True, timeout=120, check=False
     )
+
+
+def view(vault: Path, password_file: Path) -> subprocess.CompletedProcess[str]:
+    return ansible("ansible-vault", "view", "--vault-password-file", str(password_file), str(vault))
 
 
 def test_the_secrets_file_is_encrypted() -> None:
@@ -72,3 +77,37 @@ def test_the_groups_are_the_ones_site_yml_plays_on(password_file: Path) -> None:
     groups = json.loads(result.stdout)
     assert groups["app_servers"]["hosts"] == ["app1.example.com", "app2.example.com", "app3.example.com"]
     assert groups["load_balancers"]["hosts"] == ["lb1.example.com"]
+
+
+def test_a_new_inventory_gets_a_vault_of_its_own(tmp_path: Path) -> None:
+    """scripts/new-inventory.sh copies the example without its vault, whose password README
+    prints: the copy's vault holds the same names, with random values, under a new password."""
+    dest, new_password = tmp_path / "production", tmp_path / "vault_pass"
+    made = ansible(str(REPO / "scripts/new-inventory.sh"), str(dest), str(new_password))
+    assert made.returncode == 0, made.stdout + made.stderr
+    assert new_password.stat().st_mode & 0o777 == 0o600
+    vault = dest / "group_vars" / "app_servers" / "vault.yml"
+    assert vault.read_text().startswith("$ANSIBLE_VAULT;1.1;AES256\n")
+    example_password = tmp_path / "example_pass"
+    example_password.write_text(PASSWORD + "\n")
+    assert view(vault, example_password).returncode != 0
+    opened = view(vault, new_password)
+    assert opened.returncode == 0, opened.stderr
+    values = yaml.safe_load(opened.stdout)
+    assert set(values) == {"vault_database_password", "vault_session_secret"}
+    assert values["vault_session_secret"] != "example-session-secret-change-me"
+    assert len(set(values.values())) == 2
+    assert all(len(value) >= 32 for value in values.values())
+    secrets = ansible(
+        "ansible", "-i", str(dest), "app1.example.com", "-m", "ansible.builtin.debug",
+        "-a", "var=asgi_app_secrets", "--vault-password-file", str(new_password),
+    )  # fmt: skip
+    assert secrets.returncode == 0, secrets.stdout + secrets.stderr
+    assert (
+        json.loads(secrets.stdout.split("=>", 1)[1])["asgi_app_secrets"]["SESSION_SECRET"]
+        == (values["vault_session_secret"])
+    )
+    again = ansible(str(REPO / "scripts/new-inventory.sh"), str(dest), str(new_password))
+    assert again.returncode == 2
+    assert "exists already" in again.stderr
+    assert view(vault, new_password).stdout == opened.stdout
