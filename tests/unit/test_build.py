@@ -155,7 +155,31 @@ def test_git_credentials_reach_the_server_but_never_the_command_line_or_the_cach
     kept = [path for path in (tmp_path / "cache").rglob("*") if path.is_file()]
     assert kept, "git kept no files to look in"
     assert not [path for path in kept if b"s3cret" in path.read_bytes()]
-    assert build.url_secrets(source) == ["deploy", "s3cret!"]
+    assert build.url_secrets(source) == ["s3cret!", "s3cret%21"]
+
+
+def test_only_the_secret_of_a_git_url_is_masked_and_the_users_git_settings_stay(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Ansible masks a module's no_log values wherever they appear in its result: the user
+    beside a password, or ssh's `git`, would mangle every word that holds them."""
+    assert build.url_secrets("git+ssh://git@git.example.com/shop.git@v1") == []
+    assert build.url_secrets("git+https://oauth2:tok3n@git.example.com/shop.git") == ["tok3n"]
+    assert build.url_secrets("git+https://ghp_tok3n@git.example.com/shop.git") == ["ghp_tok3n"]
+    assert build.url_secrets("git+https://git.example.com/shop.git") == []
+    monkeypatch.setenv("GIT_CONFIG_COUNT", "1")
+    monkeypatch.setenv("GIT_CONFIG_KEY_0", "http.sslCAInfo")
+    url, env = build.credentials("https://u:p@[2001:db8::1]:8443/shop.git")
+    assert url == "https://[2001:db8::1]:8443/shop.git"
+    assert env == {
+        "GIT_CONFIG_COUNT": "2",
+        "GIT_CONFIG_KEY_1": "http.https://[2001:db8::1]:8443/.extraHeader",
+        "GIT_CONFIG_VALUE_1": "Authorization: Basic " + base64.b64encode(b"u:p").decode(),
+    }
+    assert build.credentials("ssh://git@git.example.com/shop.git") == (
+        "ssh://git@git.example.com/shop.git",
+        {},
+    )
 
 
 # --- Locks -------------------------------------------------------------------------------

@@ -162,9 +162,15 @@ UV_ENV = {"UV_PYTHON_DOWNLOADS": "never", "UV_PYTHON": sys.executable}
 
 
 def url_secrets(spec: str) -> list[str]:
-    """The user and password a URL in asgi_app_source carries (git+URL), to keep out of output."""
+    """The secret a git+http(s) URL in asgi_app_source carries, to keep out of output: its
+    password, or its user when it has none (a token), as written and decoded. Never the
+    user beside a password, nor ssh's user (git@...): Ansible would mask those words
+    wherever they appear in the result."""
     parts = urlsplit(spec.strip().removeprefix("git+"))
-    return [unquote(value) for value in (parts.username, parts.password) if value]
+    if parts.scheme not in ("http", "https"):
+        return []
+    secret = parts.password if parts.password else parts.username
+    return sorted({secret, unquote(secret)}) if secret else []
 
 
 def redact(url: str) -> str:
@@ -228,19 +234,19 @@ def credentials(url: str) -> tuple[str, dict[str, str]]:
     """Splits an http(s) URL's user:password off. Returns the URL without it, and the
     environment that hands it to git as an Authorization header for that origin alone: the
     secret never reaches git's command line (the process list), its FETCH_HEAD or its config.
-    Other URLs (ssh's user is no secret) come back as they are."""
+    The header comes after any GIT_CONFIG_* entries the controller's environment has, which
+    it keeps. Other URLs (ssh's user is no secret) come back as they are."""
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not (parts.username or parts.password):
         return url, {}
-    netloc = parts.hostname or ""
-    if parts.port:
-        netloc += f":{parts.port}"
+    netloc = parts.netloc.rpartition("@")[2]  # the host as written: [IPv6] and port kept
     userinfo = f"{unquote(parts.username or '')}:{unquote(parts.password or '')}"
     token = base64.b64encode(userinfo.encode()).decode()
+    index = int(os.environ.get("GIT_CONFIG_COUNT") or 0)
     return urlunsplit(parts._replace(netloc=netloc)), {
-        "GIT_CONFIG_COUNT": "1",
-        "GIT_CONFIG_KEY_0": f"http.{parts.scheme}://{netloc}/.extraHeader",
-        "GIT_CONFIG_VALUE_0": f"Authorization: Basic {token}",
+        "GIT_CONFIG_COUNT": str(index + 1),
+        f"GIT_CONFIG_KEY_{index}": f"http.{parts.scheme}://{netloc}/.extraHeader",
+        f"GIT_CONFIG_VALUE_{index}": f"Authorization: Basic {token}",
     }
 
 
