@@ -90,6 +90,7 @@ def test_forwarded_proto_over_unix_socket_gives_https_scheme(uvicorn_socket: Pat
     assert body["scheme"] == "https"
     assert body["url"] == "https://example.test/request-info"
     assert body["client"] == "203.0.113.7"
+    assert body["forwarding"] == {"x-forwarded-proto": "https", "x-forwarded-for": "203.0.113.7"}
 
 
 def test_without_forwarded_headers_scheme_is_http(uvicorn_socket: Path) -> None:

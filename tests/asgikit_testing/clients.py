@@ -43,9 +43,27 @@ def https_client(
     http2: bool = False,
     timeout: float = 10.0,
     address: str = "127.0.0.1",
+    server_name: str | None = None,
 ) -> httpx.Client:
-    """A client for 127.0.0.1's published `port`, or for `address` (a test container's own)."""
-    return httpx.Client(base_url=f"https://{address}:{port}", verify=context, http2=http2, timeout=timeout)
+    """A client for 127.0.0.1's published `port`, or for `address` (a test container's own).
+    With `server_name`, it asks for that name as a browser would that resolved it to
+    `address`: in the TLS handshake (SNI, and the certificate must name it) and in Host."""
+    if server_name is None:
+        return httpx.Client(
+            base_url=f"https://{address}:{port}", verify=context, http2=http2, timeout=timeout
+        )
+
+    def name_the_server(request: httpx.Request) -> None:
+        request.extensions["sni_hostname"] = server_name
+
+    return httpx.Client(
+        base_url=f"https://{address}:{port}",
+        verify=context,
+        http2=http2,
+        timeout=timeout,
+        headers={"Host": server_name if port == 443 else f"{server_name}:{port}"},
+        event_hooks={"request": [name_the_server]},
+    )
 
 
 class WebSocketSession:

@@ -66,14 +66,28 @@ async def runtime() -> dict[str, Any]:
     }
 
 
+# Headers a proxy in front may set or must clear: whatever of them reaches the app.
+FORWARDING_HEADERS = (
+    "forwarded",
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-forwarded-host",
+    "x-forwarded-port",
+    "x-forwarded-prefix",
+    "x-real-ip",
+)
+
+
 @app.get("/request-info")
 async def request_info(request: Request) -> dict[str, Any]:
-    """The request as the app sees it, after the proxy headers were applied."""
+    """The request as the app sees it, after the proxy headers were applied, and the
+    forwarding headers that reached it."""
     return {
         "scheme": request.url.scheme,
         "url": str(request.url),
         "host": request.headers.get("host"),
         "client": request.client.host if request.client else None,
+        "forwarding": {name: request.headers[name] for name in FORWARDING_HEADERS if name in request.headers},
     }
 
 

@@ -48,6 +48,49 @@ def test_client_supplied_forwarded_for_is_replaced_by_nginx(https: httpx.Client)
     assert body["client"] != "203.0.113.9"
 
 
+# Host headers that name a site name but carry more: nginx matches server_name on the name
+# alone, and the app would build its URLs from the rest.
+MALFORMED_HOSTS = ["127.0.0.1:@evil.example", "localhost:443@evil.example", "localhost:x", "localhost:1:2"]
+
+
+@pytest.mark.parametrize("value", MALFORMED_HOSTS)
+def test_malformed_host_is_refused_before_the_app(https: httpx.Client, value: str) -> None:
+    response = https.get("/request-info", headers={"Host": value})
+    assert response.status_code == 400, response.text
+    assert "evil" not in response.text
+
+
+def test_app_builds_its_urls_from_the_normalised_name_and_the_public_port(
+    https: httpx.Client, https_port: int
+) -> None:
+    # A site name in capitals, with a port the client made up: the app gets the name as
+    # nginx normalised it, with the public HTTPS port (the one published here).
+    body = https.get("/request-info", headers={"Host": "LOCALHOST:1"}).json()
+    assert body["host"] == f"localhost:{https_port}"
+    assert body["url"] == f"https://localhost:{https_port}/request-info"
+    assert body["forwarding"]["x-forwarded-host"] == f"localhost:{https_port}"
+
+
+def test_client_sent_forwarding_headers_never_reach_the_app(https: httpx.Client) -> None:
+    sent = {
+        "Forwarded": "for=203.0.113.9;host=evil.example;proto=http",
+        "X-Forwarded-For": "203.0.113.9",
+        "X-Forwarded-Proto": "http",
+        "X-Forwarded-Host": "evil.example",
+        "X-Forwarded-Port": "8080",
+        "X-Forwarded-Prefix": "/evil",
+        "X-Real-IP": "203.0.113.9",
+    }
+    body = https.get("/request-info", headers=sent).json()
+    forwarding = body["forwarding"]
+    # Only what nginx sets itself, from the connection: never a value the client sent.
+    assert set(forwarding) == {"x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "x-real-ip"}
+    assert forwarding["x-forwarded-proto"] == "https"
+    assert forwarding["x-forwarded-for"] == forwarding["x-real-ip"] == body["client"]
+    assert all(value not in json.dumps(forwarding) for value in ("203.0.113.9", "evil", "8080"))
+    assert body["scheme"] == "https"
+
+
 def test_upstream_connections_are_kept_alive_between_plain_requests(https: httpx.Client, host: Any) -> None:
     for _ in range(50):
         assert https.get("/healthz").status_code == 200
@@ -57,10 +100,12 @@ def test_upstream_connections_are_kept_alive_between_plain_requests(https: httpx
     assert int(idle) >= 1
 
 
-def test_http_redirects_to_https_with_path_and_query(http_port: int) -> None:
+def test_http_redirects_to_https_on_the_public_port_with_path_and_query(
+    http_port: int, https_port: int
+) -> None:
     response = httpx.get(f"http://127.0.0.1:{http_port}/some/path?x=1", follow_redirects=False)
     assert response.status_code == 301
-    assert response.headers["location"] == "https://127.0.0.1/some/path?x=1"
+    assert response.headers["location"] == f"https://127.0.0.1:{https_port}/some/path?x=1"
 
 
 def test_http2_is_negotiated(https_port: int, tls: ssl.SSLContext) -> None:

@@ -3,14 +3,22 @@
 from __future__ import annotations
 
 import re
+import shlex
 import time
 import uuid
 from collections.abc import Callable
+from pathlib import PurePosixPath
 from typing import Any
 
 import httpx
 
-from asgikit_testing.containers import child_pids, installed_distributions, main_pid, usable_cpus
+from asgikit_testing.containers import (
+    child_pids,
+    installed_distributions,
+    main_pid,
+    reload_and_wait,
+    usable_cpus,
+)
 from asgikit_testing.load import BackgroundLoad
 from conftest import (
     CONFIG_DIR,
@@ -131,6 +139,75 @@ def test_app_user_cannot_write_code_venv_or_config(host: Any) -> None:
     assert (uv.user, uv.mode) == ("root", 0o755)
 
 
+# Modules the service imports, or Python looks for at every start: planted by the app user
+# in every directory it can write, none of them may ever run.
+PLANTED_MODULES = (
+    "gunicorn",
+    "uvicorn",
+    "uvicorn_worker",
+    "asgikit_worker",
+    "gunicorn_conf",
+    "refapp",
+    "fastapi",
+    "starlette",
+    "sitecustomize",
+    "usercustomize",
+)
+PLANTED_MARKER = f"/var/lib/{APP_USER}/planted-code-ran"
+
+
+def test_code_the_app_user_plants_never_runs_in_the_service(host: Any, https: httpx.Client) -> None:
+    """A compromised app writes modules wherever it can (its state directory, its user site,
+    the runtime directory, temporary directories): after a restart and a reload, none of them
+    ran, since nothing the app user can write is on the service's sys.path."""
+    as_app = f"runuser -u {APP_USER} --"
+    python = host.check_output(f"readlink -f {VENV}/bin/python").rsplit("/", 1)[-1]
+    user_site = f"/var/lib/{APP_USER}/.local/lib/{python}/site-packages"
+    host.run_test(f"{as_app} mkdir -p {user_site}")
+    found = host.check_output(f"{as_app} find / /run /dev/shm -xdev -type d -writable 2>/dev/null || true")
+    writable = sorted(set(found.split()) - {"/proc", "/sys"})
+    assert f"/var/lib/{APP_USER}" in writable, writable
+    assert user_site in writable, writable
+    payload = f"open({PLANTED_MARKER!r}, 'a').write(__file__ + '\\n')"
+    plant = " ; ".join(
+        f"printf '%s\\n' \"{payload}\" > {directory}/{module}.py"
+        for directory in writable
+        for module in PLANTED_MODULES
+    )
+    host.run_test(f"{as_app} sh -c {shlex.quote(plant)}")
+    host.run_test(f"{as_app} sh -c 'echo \"import {PLANTED_MODULES[0]}\" > {user_site}/planted.pth'")
+    try:
+        master = main_pid(host, SERVICE)
+        host.run_test(f"systemctl restart {SERVICE}")
+        assert https.get("/readyz").status_code == 200
+        reload_and_wait(host, main_pid(host, SERVICE), SERVICE)
+        for path in ("/", "/runtime", "/readyz"):
+            assert https.get(path).status_code == 200
+        assert main_pid(host, SERVICE) != master
+        assert not host.file(PLANTED_MARKER).exists, host.file(PLANTED_MARKER).content_string
+        # Nor is any file the service runs or maps, nor its working directory, writable by it.
+        pids = [main_pid(host, SERVICE), *child_pids(host, main_pid(host, SERVICE))]
+        paths = host.check_output(
+            "for p in " + " ".join(map(str, pids)) + "; do readlink /proc/$p/exe /proc/$p/cwd;"
+            " awk '$6 ~ /^\\// {print $6}' /proc/$p/maps; done | sort -u"
+        ).split()
+        assert any(path.endswith(".so") for path in paths), paths
+        reachable = {
+            str(PurePosixPath(path).parents[i])
+            for path in paths
+            for i in range(len(PurePosixPath(path).parts) - 1)
+        }
+        candidates = " ".join(shlex.quote(path) for path in sorted(set(paths) | reachable))
+        writable_by_app = host.check_output(
+            f'for p in {candidates}; do {as_app} test -w "$p" && echo "$p"; done; true'
+        )
+        assert writable_by_app == "", f"the app user can write what the service runs: {writable_by_app}"
+    finally:
+        host.run(f"rm -f {PLANTED_MARKER} {user_site}/planted.pth")
+        for directory in writable:
+            host.run("rm -f " + " ".join(f"{directory}/{module}.py" for module in PLANTED_MODULES))
+
+
 def test_app_user_has_no_login_shell(host: Any) -> None:
     user = host.user(APP_USER)
     assert user.shell in ("/usr/sbin/nologin", "/sbin/nologin")
@@ -162,6 +239,18 @@ def test_service_unit_settings(host: Any) -> None:
     assert "Restart=on-failure" in show
     assert "KillMode=control-group" in show
     assert "argv[]=/bin/kill -s HUP $MAINPID" in show
+    # Limits: memory for the master and its workers together (80% of the host's), a killed
+    # process replaced by the master rather than the service stopped, processes and threads.
+    limits = dict(
+        line.split("=", 1)
+        for line in host.check_output(
+            f"systemctl show {SERVICE} --property MemoryMax,OOMPolicy,TasksMax"
+        ).split()
+    )
+    total = int(host.check_output("awk '/^MemTotal:/ {print $2 * 1024}' /proc/meminfo"))
+    assert 0.79 * total <= int(limits["MemoryMax"]) <= 0.81 * total, (limits, total)
+    assert limits["OOMPolicy"] == "continue"
+    assert limits["TasksMax"] == "4096"
     stop_seconds = int(re.search(r"TimeoutStopUSec=(\d+)s", show).group(1))
     graceful = int(
         re.search(r"^graceful_timeout = (\d+)$", host.file(GUNICORN_CONF).content_string, re.M).group(1)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import socket
+import ssl
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -55,12 +56,13 @@ def assert_succeeded(run: Run, names: tuple[str, ...] = tuple(HOSTS)) -> dict[st
 
 @pytest.fixture
 def https() -> Iterator[Callable[[Any, str], httpx.Client]]:
-    """HTTPS to a host's own address, verifying the certificate it made (which names it)."""
+    """HTTPS to a host's own address for its name (in the handshake and in Host), verifying
+    the certificate it made (which names it)."""
     clients: list[httpx.Client] = []
 
     def connect(host: Any, name: str) -> httpx.Client:
         context = tls_context(host.file(CERTIFICATE).content_string)
-        clients.append(https_client(443, context, address=HOSTS[name]))
+        clients.append(https_client(443, context, address=HOSTS[name], server_name=name))
         return clients[-1]
 
     yield connect
@@ -115,6 +117,29 @@ def test_the_hosts_serve_the_app_over_https(
         assert runtime["event_loop"] == "uvloop.Loop", name
         assert runtime["http_protocol"] == "httptools", name
         assert client.get("/").headers["strict-transport-security"].startswith("max-age="), name
+
+
+def _handshake(address: str, server_name: str | None) -> str:
+    """A TLS handshake with `address`'s port 443, naming `server_name` (None: no name, as a
+    client that connects by address); the protocol version it agreed on."""
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    with (
+        socket.create_connection((address, 443), timeout=10) as raw,
+        context.wrap_socket(raw, server_hostname=server_name) as tls,
+    ):
+        return str(tls.version())
+
+
+def test_tls_handshakes_for_another_name_or_none_are_refused(hosts: dict[str, Any]) -> None:
+    """The site's names hold no address, so nginx completes a handshake only for them: a
+    scanner that tries addresses or other names gets no certificate."""
+    for name, address in HOSTS.items():
+        assert _handshake(address, name) in ("TLSv1.2", "TLSv1.3"), name
+        for other in (None, "unknown.example", "asgikit-mirror"):
+            with pytest.raises(ssl.SSLError, match=r"(?i)unrecognized.name"):
+                _handshake(address, other)
 
 
 def test_the_releases_came_from_artifacts_for_each_python(hosts: dict[str, Any]) -> None:

@@ -1,0 +1,88 @@
+"""What the balancer lets through to the app hosts and the app: one well-formed Host, the
+site's name normalised, no forwarding header a client wrote; and whom it trusts behind it:
+each app host by its own name, so no app host can pass for another."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+import pytest
+
+from conftest import APP_HOSTS, balancer_servers, testinfra_hosts
+
+__all__ = ["testinfra_hosts"]  # testinfra reads it from the test module
+
+CERTIFICATE = "/etc/nginx/tls/refapp.crt"
+KEY = "/etc/nginx/tls/refapp.key"
+
+
+@pytest.mark.parametrize("value", ["localhost:@evil.example", "127.0.0.1:443@evil.example", "localhost:x"])
+def test_the_balancer_refuses_a_malformed_host(
+    through_balancer: Callable[[], httpx.Client], value: str
+) -> None:
+    with through_balancer() as client:
+        response = client.get("/request-info", headers={"Host": value})
+    assert response.status_code == 400, response.text
+    assert "evil" not in response.text
+
+
+def test_the_app_gets_the_normalised_name_and_no_forwarding_header_a_client_wrote(
+    through_balancer: Callable[[], httpx.Client],
+) -> None:
+    sent = {
+        "Host": "LOCALHOST:1",
+        "Forwarded": "for=203.0.113.9;host=evil.example;proto=http",
+        "X-Forwarded-For": "203.0.113.9",
+        "X-Forwarded-Proto": "http",
+        "X-Forwarded-Host": "evil.example",
+        "X-Forwarded-Port": "8080",
+        "X-Forwarded-Prefix": "/evil",
+        "X-Real-IP": "203.0.113.9",
+    }
+    with through_balancer() as client:
+        body = client.get("/request-info", headers=sent).json()
+    # The public HTTPS port here is 443 (the balancer's and the app hosts' alike).
+    assert body["host"] == "localhost"
+    assert body["url"] == "https://localhost/request-info"
+    forwarding = body["forwarding"]
+    assert set(forwarding) == {"x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "x-real-ip"}
+    assert forwarding["x-forwarded-host"] == "localhost"
+    assert forwarding["x-forwarded-proto"] == "https"
+    assert all(value not in str(forwarding) for value in ("203.0.113.9", "evil", "8080"))
+
+
+def _wait_for_status(balancer: Any, name: str, wanted: str, seconds: float = 30) -> dict[str, str]:
+    deadline = time.monotonic() + seconds
+    while (row := balancer_servers(balancer)[name])["status"] != wanted:
+        assert time.monotonic() < deadline, f"{name} is not {wanted} after {seconds} s: {row}"
+        time.sleep(0.5)
+    return row
+
+
+def test_an_app_host_serving_another_hosts_certificate_is_taken_out_of_rotation(
+    host: Any, app_hosts: dict[str, Any]
+) -> None:
+    """The kit's CA signs every app host's certificate, and each names its host: the
+    balancer checks that name, so app1 answering with app2's certificate and key (a host
+    that took over another's address, or its files) fails the balancer's checks."""
+    impostor, victim = (app_hosts[name] for name in APP_HOSTS)
+    names = victim.check_output(f"openssl x509 -noout -ext subjectAltName -in {CERTIFICATE}")
+    assert f"DNS:{APP_HOSTS[1]}" in names, names
+    assert APP_HOSTS[0] not in names, names
+    assert _wait_for_status(host, APP_HOSTS[0], "UP")["check_status"] == "L7OK"
+    own = {path: impostor.check_output(f"base64 -w0 {path}") for path in (CERTIFICATE, KEY)}
+    try:
+        for path in (CERTIFICATE, KEY):
+            impostor.run_test(f"echo {victim.check_output(f'base64 -w0 {path}')} | base64 -d > {path}")
+        impostor.run_test("systemctl reload nginx")
+        row = _wait_for_status(host, APP_HOSTS[0], "DOWN")
+        # Its TLS handshake failed the check: the certificate does not name the host.
+        assert row["check_status"].startswith("L6"), row
+    finally:
+        for path, encoded in own.items():
+            impostor.run_test(f"echo {encoded} | base64 -d > {path}")
+        impostor.run_test("systemctl reload nginx")
+    _wait_for_status(host, APP_HOSTS[0], "UP")
