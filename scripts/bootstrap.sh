@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Prepares a bare Debian machine for `make demo` and `make test`, and is safe to run again:
-#   1. Debian packages: the Docker engine, debootstrap, the SSH client (the ssh scenario) and
-#      wrk (scripts/wrk_reloads.py);
+#   1. Debian packages: the Docker engine, debootstrap, the SSH client (the ssh scenario),
+#      wrk (scripts/wrk_reloads.py) and testssl.sh (the default scenario's TLS scan);
 #   2. a running Docker engine (an engine that already answers is left alone);
 #   3. the pinned controller toolchain in .venv (reinstalled only when requirements.txt changes);
 #   4. the systemd test images (built from Debian's mirror only when missing).
@@ -19,12 +19,13 @@ command -v dockerd >/dev/null 2>&1 || need_pkgs+=(docker.io)
 command -v debootstrap >/dev/null 2>&1 || need_pkgs+=(debootstrap)
 command -v ssh >/dev/null 2>&1 || need_pkgs+=(openssh-client)
 command -v wrk >/dev/null 2>&1 || need_pkgs+=(wrk)
+command -v testssl >/dev/null 2>&1 || need_pkgs+=(testssl.sh)
 if [ "${#need_pkgs[@]}" -gt 0 ]; then
   say "installing Debian packages: ${need_pkgs[*]}"
   as_root apt-get update -q
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${need_pkgs[@]}"
 else
-  say "Debian packages present (dockerd, debootstrap, ssh, wrk)"
+  say "Debian packages present (dockerd, debootstrap, ssh, wrk, testssl)"
 fi
 
 if docker info >/dev/null 2>&1; then
