@@ -1,15 +1,22 @@
 """inventories/example: its secrets are encrypted in the repository, open with the vault
-password README gives for the example, and reach the variables that use them."""
+password README gives for the example, and reach the variables that use them; a copy passes
+every check site.yml makes before it changes anything, and the checks catch a balancer that
+would pass on what the app hosts refuse."""
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import yaml
+
+from asgikit_testing.certificates import make_certificate
+from asgikit_testing.playbooks import recap
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "inventories" / "example"
@@ -111,3 +118,62 @@ def test_a_new_inventory_gets_a_vault_of_its_own(tmp_path: Path) -> None:
     assert again.returncode == 2
     assert "exists already" in again.stderr
     assert view(vault, new_password).stdout == opened.stdout
+
+
+@pytest.fixture
+def example_copy(tmp_path: Path) -> Path:
+    """The example, copied as an operator would, with the balancers' certificate and key
+    it names put in its files/."""
+    copy = tmp_path / "inventory"
+    shutil.copytree(EXAMPLE, copy)
+    certificate, key, _ = make_certificate(tmp_path)
+    (copy / "files").mkdir()
+    shutil.copy(certificate, copy / "files" / "shop.example.com.fullchain.pem")
+    shutil.copy(key, copy / "files" / "shop.example.com.key")
+    return copy
+
+
+def validate(inventory: Path, password_file: Path) -> subprocess.CompletedProcess[str]:
+    """playbooks/validate.yml (what site.yml and deploy.yml run first) against `inventory`,
+    every host reached on this machine: the checks run on the controller, and the hosts are
+    only asked about their accounts."""
+    return ansible(
+        "ansible-playbook", "-i", str(inventory), "playbooks/validate.yml",
+        "--vault-password-file", str(password_file),
+        "-e", "ansible_connection=local", "-e", f"ansible_python_interpreter={sys.executable}",
+    )  # fmt: skip
+
+
+def test_the_example_passes_every_check_site_yml_makes_first(example_copy: Path, password_file: Path) -> None:
+    result = validate(example_copy, password_file)
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
+    for host in ("app1.example.com", "app2.example.com", "app3.example.com", "lb1.example.com"):
+        counters = recap(result.stdout, host)
+        assert counters["failed"] == 0, host
+        assert counters["changed"] == 0, host
+
+
+@pytest.mark.parametrize(
+    ("balancer_vars", "expected"),
+    [
+        pytest.param(
+            {"nginx_server_names": ["shop.example.com", "www.example.com"]},
+            "The balancers accept ['www.example.com'] (haproxy_server_names, wired from",
+            id="a-name-the-app-hosts-refuse",
+        ),
+        pytest.param(
+            {"haproxy_https_public_port": 8443},
+            "haproxy_https_public_port (8443) and the app servers' nginx_https_public_port (443)",
+            id="another-public-port",
+        ),
+    ],
+)
+def test_a_balancer_that_would_pass_on_what_the_app_hosts_refuse_stops_the_run(
+    example_copy: Path, password_file: Path, balancer_vars: dict[str, object], expected: str
+) -> None:
+    (example_copy / "host_vars").mkdir()
+    (example_copy / "host_vars" / "lb1.example.com.yml").write_text(yaml.safe_dump(balancer_vars))
+    result = validate(example_copy, password_file)
+    assert result.returncode != 0
+    assert expected in result.stdout, result.stdout[-4000:]
+    assert recap(result.stdout, "lb1.example.com")["failed"] == 1
