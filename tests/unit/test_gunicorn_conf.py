@@ -94,7 +94,7 @@ def test_settings_are_set_on_purpose(rendered: Path) -> None:
     assert conf["wsgi_app"] == "refapp.main:app"
     assert conf["preload_app"] is False
     assert conf["forwarded_allow_ips"] == "*"
-    assert conf["accesslog"] == "-"
+    assert conf["accesslog"] is None  # nginx logs each request
     assert conf["errorlog"] == "-"
     assert conf["control_socket"] == "/run/refapp/control/gunicorn.ctl"
     assert conf["graceful_timeout"] == 30

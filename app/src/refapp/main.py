@@ -88,6 +88,7 @@ async def request_info(request: Request) -> dict[str, Any]:
         "host": request.headers.get("host"),
         "client": request.client.host if request.client else None,
         "forwarding": {name: request.headers[name] for name in FORWARDING_HEADERS if name in request.headers},
+        "request_id": request.headers.get("x-request-id"),
     }
 
 

@@ -4,6 +4,7 @@ each app host by its own name, so no app host can pass for another."""
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable
 from typing import Any
@@ -52,6 +53,26 @@ def test_the_app_gets_the_normalised_name_and_no_forwarding_header_a_client_wrot
     assert forwarding["x-forwarded-host"] == "localhost"
     assert forwarding["x-forwarded-proto"] == "https"
     assert all(value not in str(forwarding) for value in ("203.0.113.9", "evil", "8080"))
+
+
+UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[0-9a-f]{4}-[0-9a-f]{12}\Z")
+
+
+def test_the_balancer_makes_each_requests_id_and_the_app_host_keeps_it(
+    through_balancer: Callable[[], httpx.Client], app_hosts: dict[str, Any]
+) -> None:
+    with through_balancer() as client:
+        response = client.get("/request-info", headers={"X-Request-ID": "client-made"})
+    request_id = response.headers["x-request-id"]
+    assert UUID.match(request_id), request_id
+    assert response.json()["request_id"] == request_id
+    # One app host served it, and its access log has the balancer's id (nginx writes every second).
+    time.sleep(1.5)
+    logged = {
+        name: app.run(f'grep -F \'"request_id":"{request_id}"\' /var/log/nginx/refapp.access.log').stdout
+        for name, app in app_hosts.items()
+    }
+    assert sum(bool(lines) for lines in logged.values()) == 1, logged
 
 
 def _wait_for_status(balancer: Any, name: str, wanted: str, seconds: float = 30) -> dict[str, str]:

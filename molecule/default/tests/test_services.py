@@ -258,13 +258,21 @@ def test_service_unit_settings(host: Any) -> None:
     assert stop_seconds > graceful
 
 
-def test_access_and_error_logs_reach_the_journal(host: Any, https: httpx.Client) -> None:
+def test_the_service_logs_to_the_journal_with_its_own_rate_limit_and_nginx_logs_requests(
+    host: Any, https: httpx.Client
+) -> None:
     marker = f"journal-probe-{uuid.uuid4().hex}"
     assert https.get(f"/{marker}").status_code == 404
-    journal = f"journalctl -u {SERVICE} --no-pager -o cat"
-    # The access log (stdout) has the request; the error log (stderr) has worker boots.
+    # nginx logs the request (its buffer is written every second); gunicorn does not.
     deadline = time.monotonic() + 10
-    while host.run(f"{journal} | grep -qF {marker}").rc != 0:
-        assert time.monotonic() < deadline, f"{marker} never reached the journal"
+    while host.run(f"grep -qF {marker} /var/log/nginx/refapp.access.log").rc != 0:
+        assert time.monotonic() < deadline, f"{marker} never reached nginx's access log"
         time.sleep(0.5)
+    journal = f"journalctl -u {SERVICE} --no-pager -o cat"
+    assert host.run(f"{journal} | grep -qF {marker}").rc == 1, "gunicorn logged the request too"
+    # The error log (stderr) has the worker boots.
     assert host.run(f"{journal} | grep -q 'Booting worker with pid'").rc == 0
+    limits = host.check_output(
+        f"systemctl show {SERVICE} --property LogRateLimitIntervalUSec,LogRateLimitBurst"
+    ).split()
+    assert sorted(limits) == ["LogRateLimitBurst=100000", "LogRateLimitIntervalUSec=30s"]
