@@ -4,16 +4,27 @@ selfsigned makes a fresh self-signed one. Both runs go through site.yml."""
 from __future__ import annotations
 
 import json
+import os
 import ssl
 from pathlib import Path
 from typing import Any
 
+import pytest
+import testinfra
 from cryptography import x509
 
 from asgikit_testing.certificates import make_certificate
 from asgikit_testing.clients import https_client, tls_context
 from asgikit_testing.playbooks import recap
 from conftest import CERTIFICATE, run_site
+
+
+@pytest.fixture(scope="module")
+def host() -> Any:
+    """Two site.yml runs, and what they exercise (the tls role, nginx's reload) is the same
+    on both platforms: the Debian 12 host alone."""
+    inventory = os.environ["MOLECULE_INVENTORY_FILE"]
+    return testinfra.get_host("ansible://asgikit-debian12", ansible_inventory=inventory)
 
 
 def served_certificate(port: int) -> str:
