@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import time
 from pathlib import Path
 
 from fastapi.testclient import TestClient
@@ -136,3 +137,31 @@ def test_readyz_answers_head_without_a_body(client: TestClient) -> None:
     response = client.head("/readyz")
     assert response.status_code == 200
     assert response.content == b""
+
+
+def test_io_awaits_the_time_asked_and_no_more_than_ten_seconds(client: TestClient) -> None:
+    started = time.monotonic()
+    assert client.get("/io", params={"ms": 50}).json() == {"waited_ms": 50}
+    assert time.monotonic() - started >= 0.05
+    assert client.get("/io").json() == {"waited_ms": 10}
+    assert client.get("/io", params={"ms": -5}).json() == {"waited_ms": 0}
+
+
+def test_io_bounds_the_wait(client: TestClient, monkeypatch) -> None:
+    waits: list[float] = []
+
+    async def no_wait(seconds: float) -> None:
+        waits.append(seconds)
+
+    monkeypatch.setattr("refapp.main.asyncio.sleep", no_wait)
+    assert client.get("/io", params={"ms": 10**9}).json() == {"waited_ms": 10_000}
+    assert waits == [10.0]
+
+
+def test_cpu_burns_about_the_time_asked(client: TestClient) -> None:
+    started = time.thread_time()
+    rounds = client.get("/cpu", params={"ms": 20}).json()["rounds"]
+    assert rounds > 0
+    # The handler ran in the test client's thread pool; this thread spent next to nothing.
+    assert time.thread_time() - started < 0.02
+    assert client.get("/cpu", params={"ms": 10**6}).status_code == 200

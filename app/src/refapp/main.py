@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import os
 import platform
 import socket
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -42,6 +45,33 @@ async def index() -> dict[str, str]:
 async def healthz() -> dict[str, str]:
     """Liveness: the worker answers."""
     return {"status": "ok"}
+
+
+# Endpoints that stand for the work a real app does per request (the benchmark's, and the
+# tests' slow requests): bounded, so that no request can hold a worker for long.
+MAX_IO_MS = 10_000
+MAX_CPU_MS = 100
+
+
+@app.get("/io")
+async def io(ms: int = 10) -> dict[str, int]:
+    """Awaits `ms` milliseconds (10 by default, 10 s at most), as an endpoint that waits on a
+    database or another service does, then answers."""
+    waited = max(0, min(ms, MAX_IO_MS))
+    await asyncio.sleep(waited / 1000)
+    return {"waited_ms": waited}
+
+
+@app.get("/cpu")
+def cpu(ms: float = 1.0) -> dict[str, int]:
+    """Burns about `ms` milliseconds of CPU (1 by default, 100 at most) in a sync endpoint,
+    which FastAPI runs in its thread pool."""
+    budget = max(0.0, min(ms, MAX_CPU_MS)) / 1000
+    started, rounds, digest = time.thread_time(), 0, b"refapp"
+    while time.thread_time() - started < budget:
+        digest = hashlib.sha256(digest).digest()
+        rounds += 1
+    return {"rounds": rounds}
 
 
 @app.api_route("/readyz", methods=["GET", "HEAD"])

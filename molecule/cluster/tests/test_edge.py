@@ -5,6 +5,8 @@ each app host by its own name, so no app host can pass for another."""
 from __future__ import annotations
 
 import re
+import shlex
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -12,7 +14,9 @@ from typing import Any
 import httpx
 import pytest
 
-from conftest import APP_HOSTS, balancer_servers, testinfra_hosts
+from asgikit_testing.abuse import flood, slowloris
+from asgikit_testing.containers import published_port
+from conftest import APP_HOSTS, BALANCER, balancer_servers, testinfra_hosts
 
 __all__ = ["testinfra_hosts"]  # testinfra reads it from the test module
 
@@ -107,3 +111,52 @@ def test_an_app_host_serving_another_hosts_certificate_is_taken_out_of_rotation(
             impostor.run_test(f"echo {encoded} | base64 -d > {path}")
         impostor.run_test("systemctl reload nginx")
     _wait_for_status(host, APP_HOSTS[0], "UP")
+
+
+LIMIT = 256  # haproxy_limit_connections_per_client's default
+HEADER_TIMEOUT = 10  # haproxy.cfg's timeout http-request
+
+
+def _from_another_address(app: Any) -> tuple[int, float]:
+    """One GET of /healthz through the balancer from an app host (an address of its own on
+    the cluster's network): the status and the seconds it took."""
+    probe = f"""
+import ssl, time, urllib.request
+request = urllib.request.Request("https://{BALANCER}/healthz", headers={{"Host": "localhost"}})
+started = time.monotonic()
+answer = urllib.request.urlopen(request, context=ssl._create_unverified_context(), timeout=20)
+print(answer.status, time.monotonic() - started)
+"""
+    status, seconds = app.check_output(f"python3 -c {shlex.quote(probe)}").split()
+    return int(status), float(seconds)
+
+
+def test_a_flood_from_one_address_is_refused_beyond_its_limit_and_another_address_is_served(
+    app_hosts: dict[str, Any],
+) -> None:
+    """Requests that take 6 s each, on 100 more connections at once than one address may
+    open: the balancer refuses those beyond the limit, serves the others, and serves a client
+    at another address meanwhile, promptly."""
+    outcome: dict[str, Any] = {}
+    port = published_port(BALANCER, 443)
+    flooding = threading.Thread(target=lambda: outcome.update(flood(port, "/io?ms=6000", LIMIT + 100)))
+    flooding.start()
+    time.sleep(3.0)  # the flood's requests are in flight
+    status, seconds = _from_another_address(app_hosts[APP_HOSTS[1]])
+    flooding.join(timeout=120)
+    assert not flooding.is_alive(), "the flood did not finish"
+    assert status == 200
+    assert seconds < 2.0, f"the other address waited {seconds:.2f} s"
+    assert outcome.get("200") == LIMIT, outcome
+    # Refused at the connection: no HTTP answer at all.
+    assert sum(outcome.values()) == LIMIT + 100, outcome
+    assert all(result in {"200", "ConnectError", "ReadError", "RemoteProtocolError"} for result in outcome), (
+        outcome
+    )
+
+
+def test_slowloris_connections_are_cut_off_by_the_balancer_after_the_header_timeout() -> None:
+    results = slowloris(published_port(BALANCER, 443), 100, seconds=HEADER_TIMEOUT + 15)
+    assert all(closed is not None for closed in results), results
+    assert min(results) >= HEADER_TIMEOUT - 1, results
+    assert max(results) < HEADER_TIMEOUT + 5, results
