@@ -60,7 +60,7 @@ unit:
 	pytest -q app/tests tests/unit --junitxml=$(REPORTS)/unit.xml
 
 molecule:
-	@echo "==> molecule: default (Debian 12 and 13) side by side with ssh (site.yml over SSH, no route"
-	@echo "    to PyPI) then notes (the PostgreSQL example); then cluster (a balancer and two app hosts)"
+	@echo "==> molecule: two lanes side by side: default (Debian 12 and 13) then ssh (site.yml over"
+	@echo "    SSH, no route to PyPI); cluster (a balancer and two app hosts) then notes (PostgreSQL)"
 	@mkdir -p $(REPORTS) && rm -f $(REPORTS)/molecule-*.xml
-	bash scripts/molecule.sh default+ssh,notes cluster
+	bash scripts/molecule.sh cluster,notes+default,ssh
