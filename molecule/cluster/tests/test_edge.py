@@ -102,14 +102,17 @@ def test_an_app_host_serving_another_hosts_certificate_is_taken_out_of_rotation(
     try:
         for path in (CERTIFICATE, KEY):
             impostor.run_test(f"echo {victim.check_output(f'base64 -w0 {path}')} | base64 -d > {path}")
-        impostor.run_test("systemctl reload nginx")
+        # A restart, not a reload: nginx's TLS session cache survives a reload, and the
+        # balancer would resume its sessions without seeing a certificate at all. Another
+        # machine (the threat) has no such session to offer.
+        impostor.run_test("systemctl restart nginx")
         row = _wait_for_status(host, APP_HOSTS[0], "DOWN")
         # Its TLS handshake failed the check: the certificate does not name the host.
         assert row["check_status"].startswith("L6"), row
     finally:
         for path, encoded in own.items():
             impostor.run_test(f"echo {encoded} | base64 -d > {path}")
-        impostor.run_test("systemctl reload nginx")
+        impostor.run_test("systemctl restart nginx")
     _wait_for_status(host, APP_HOSTS[0], "UP")
 
 

@@ -247,7 +247,7 @@ def test_service_unit_settings(host: Any) -> None:
             f"systemctl show {SERVICE} --property MemoryMax,OOMPolicy,TasksMax"
         ).split()
     )
-    total = int(host.check_output("awk '/^MemTotal:/ {print $2 * 1024}' /proc/meminfo"))
+    total = 1024 * int(host.check_output("awk '/^MemTotal:/ {print $2}' /proc/meminfo"))
     assert 0.79 * total <= int(limits["MemoryMax"]) <= 0.81 * total, (limits, total)
     assert limits["OOMPolicy"] == "continue"
     assert limits["TasksMax"] == "4096"
