@@ -16,6 +16,7 @@ import pytest
 
 from asgikit_testing.abuse import flood, slowloris
 from asgikit_testing.containers import published_port
+from asgikit_testing.forwarding import SET_BY_THE_EDGE, SPOOFED, spoofed_values_seen
 from conftest import APP_HOSTS, BALANCER, balancer_servers, testinfra_hosts
 
 __all__ = ["testinfra_hosts"]  # testinfra reads it from the test module
@@ -37,26 +38,17 @@ def test_the_balancer_refuses_a_malformed_host(
 def test_the_app_gets_the_normalised_name_and_no_forwarding_header_a_client_wrote(
     through_balancer: Callable[[], httpx.Client],
 ) -> None:
-    sent = {
-        "Host": "LOCALHOST:1",
-        "Forwarded": "for=203.0.113.9;host=evil.example;proto=http",
-        "X-Forwarded-For": "203.0.113.9",
-        "X-Forwarded-Proto": "http",
-        "X-Forwarded-Host": "evil.example",
-        "X-Forwarded-Port": "8080",
-        "X-Forwarded-Prefix": "/evil",
-        "X-Real-IP": "203.0.113.9",
-    }
+    sent = {"Host": "LOCALHOST:1", **SPOOFED}
     with through_balancer() as client:
         body = client.get("/request-info", headers=sent).json()
     # The public HTTPS port here is 443 (the balancer's and the app hosts' alike).
     assert body["host"] == "localhost"
     assert body["url"] == "https://localhost/request-info"
     forwarding = body["forwarding"]
-    assert set(forwarding) == {"x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "x-real-ip"}
+    assert set(forwarding) == SET_BY_THE_EDGE
     assert forwarding["x-forwarded-host"] == "localhost"
     assert forwarding["x-forwarded-proto"] == "https"
-    assert all(value not in str(forwarding) for value in ("203.0.113.9", "evil", "8080"))
+    assert spoofed_values_seen(forwarding) == []
 
 
 UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[0-9a-f]{4}-[0-9a-f]{12}\Z")

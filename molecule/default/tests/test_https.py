@@ -11,6 +11,7 @@ import httpx
 import pytest
 
 from asgikit_testing.clients import https_client, tls_context, wss_connect
+from asgikit_testing.forwarding import SET_BY_THE_EDGE, SPOOFED, spoofed_values_seen
 from conftest import CERTIFICATE
 
 
@@ -72,22 +73,13 @@ def test_app_builds_its_urls_from_the_normalised_name_and_the_public_port(
 
 
 def test_client_sent_forwarding_headers_never_reach_the_app(https: httpx.Client) -> None:
-    sent = {
-        "Forwarded": "for=203.0.113.9;host=evil.example;proto=http",
-        "X-Forwarded-For": "203.0.113.9",
-        "X-Forwarded-Proto": "http",
-        "X-Forwarded-Host": "evil.example",
-        "X-Forwarded-Port": "8080",
-        "X-Forwarded-Prefix": "/evil",
-        "X-Real-IP": "203.0.113.9",
-    }
-    body = https.get("/request-info", headers=sent).json()
+    body = https.get("/request-info", headers=SPOOFED).json()
     forwarding = body["forwarding"]
     # Only what nginx sets itself, from the connection: never a value the client sent.
-    assert set(forwarding) == {"x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "x-real-ip"}
+    assert set(forwarding) == SET_BY_THE_EDGE
     assert forwarding["x-forwarded-proto"] == "https"
     assert forwarding["x-forwarded-for"] == forwarding["x-real-ip"] == body["client"]
-    assert all(value not in json.dumps(forwarding) for value in ("203.0.113.9", "evil", "8080"))
+    assert spoofed_values_seen(forwarding) == []
     assert body["scheme"] == "https"
 
 
