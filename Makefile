@@ -11,11 +11,12 @@ export ANSIBLE_FORCE_COLOR := 1
 APP_SOURCES := app/pyproject.toml $(shell find app/src -name '*.py' 2>/dev/null)
 WHEEL := app/dist/refapp-1.0.0-py3-none-any.whl
 
-.PHONY: help bootstrap wheel demo demo-down test lint unit molecule
+.PHONY: help bootstrap wheel demo demo-down bench test lint unit molecule
 
 help:
 	@echo "make demo       deploy the app onto a local systemd container; serves https://127.0.0.1:8443/"
 	@echo "make demo-down  remove that container"
+	@echo "make bench      after make demo: the stack against simpler ones, on the demo host (.cache/bench/)"
 	@echo "make test       linters, unit tests, then molecule test (default, ssh, cluster and notes scenarios)"
 
 bootstrap:
@@ -34,6 +35,10 @@ demo: bootstrap wheel
 
 demo-down:
 	@bash scripts/demo.sh down
+
+# BENCH_ARGS: scripts/bench.py's options, e.g. BENCH_ARGS="--rounds 5 --deploys".
+bench: bootstrap
+	@python3 scripts/bench.py $(BENCH_ARGS)
 
 REPORTS := .cache/test-results
 

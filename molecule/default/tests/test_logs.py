@@ -108,3 +108,24 @@ def test_twenty_thousand_requests_under_load_give_as_many_log_lines_and_no_suppr
     )
     assert SERVICE not in journal, journal
     assert "refapp" not in journal, journal
+
+
+def test_nginx_counts_its_requests_on_a_status_page_only_the_host_reaches(
+    host: Any, client: httpx.Client
+) -> None:
+    status = "python3 -c \"import urllib.request as u; print(u.urlopen('http://127.0.0.1:8091/nginx_status').read().decode())\""
+
+    def requests_so_far() -> int:
+        page = host.check_output(status)
+        assert page.startswith("Active connections:"), page
+        return int(page.splitlines()[2].split()[2])  # accepts, handled, requests
+
+    before = requests_so_far()
+    for _ in range(20):
+        assert client.get("/healthz").status_code == 200
+    # The 20 requests, and this second look at the page itself.
+    assert requests_so_far() - before == 21
+    listening = host.check_output("ss -Hltn 'sport = :8091'")
+    assert listening.split()[3] == "127.0.0.1:8091", listening
+    # Not through the site: there it is the app's path, which the app does not know.
+    assert client.get("/nginx_status").status_code == 404
