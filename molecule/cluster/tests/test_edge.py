@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 import shlex
+import subprocess
 import threading
 import time
 from collections.abc import Callable
@@ -22,6 +23,7 @@ from conftest import APP_HOSTS, BALANCER, balancer_servers, testinfra_hosts
 __all__ = ["testinfra_hosts"]  # testinfra reads it from the test module
 
 CERTIFICATE = "/etc/nginx/tls/refapp.crt"
+NETWORK = "asgikit-cluster"
 KEY = "/etc/nginx/tls/refapp.key"
 
 
@@ -49,6 +51,29 @@ def test_the_app_gets_the_normalised_name_and_no_forwarding_header_a_client_wrot
     assert forwarding["x-forwarded-host"] == "localhost"
     assert forwarding["x-forwarded-proto"] == "https"
     assert spoofed_values_seen(forwarding) == []
+
+
+def _docker_inspect(*argv: str) -> str:
+    return subprocess.run(["docker", *argv], capture_output=True, text=True, check=True).stdout.strip()
+
+
+def test_the_app_behind_the_balancer_sees_the_clients_address(
+    through_balancer: Callable[[], httpx.Client],
+) -> None:
+    """The app hosts' nginx takes the client's address from the balancer's X-Forwarded-For
+    (it trusts the balancer alone): the app sees this machine's address on the cluster's
+    network, where Docker's published port comes from, never the balancer's nor one the
+    client wrote."""
+    gateway = _docker_inspect(
+        "network", "inspect", "-f", "{{range .IPAM.Config}}{{.Gateway}}{{end}}", NETWORK
+    )
+    balancer = _docker_inspect(
+        "inspect", "-f", "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}", BALANCER
+    )
+    with through_balancer() as client:
+        body = client.get("/request-info", headers={"X-Forwarded-For": "203.0.113.9"}).json()
+    assert body["client"] == gateway, (body, gateway, balancer)
+    assert body["forwarding"]["x-real-ip"] == gateway
 
 
 UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[0-9a-f]{4}-[0-9a-f]{12}\Z")
