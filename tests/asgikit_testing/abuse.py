@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import ssl
+import subprocess
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -73,3 +74,22 @@ def slowloris(port: int, connections: int, seconds: float) -> list[float | None]
     """`connections` slowloris connections at once; each one's `_slowloris` result."""
     with ThreadPoolExecutor(connections) as pool:
         return list(pool.map(lambda _: _slowloris(port, seconds), range(connections)))
+
+
+PROBE = """
+import ssl, sys, time, urllib.request
+request = urllib.request.Request(sys.argv[1], headers={"Host": "localhost"})
+started = time.monotonic()
+answer = urllib.request.urlopen(request, context=ssl._create_unverified_context(), timeout=20)
+print(answer.status, time.monotonic() - started)
+"""
+
+
+def get_from(container: str, url: str) -> tuple[int, float]:
+    """One GET of `url` from inside `container` (another address than this machine's, on the
+    project's own network), straight through docker exec: its status and the seconds it took."""
+    argv = ["docker", "exec", container, "python3", "-c", PROBE, url]
+    status, seconds = subprocess.run(
+        argv, capture_output=True, text=True, check=True, timeout=60
+    ).stdout.split()
+    return int(status), float(seconds)

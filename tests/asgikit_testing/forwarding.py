@@ -12,6 +12,14 @@ SPOOFED = {
     "X-Forwarded-Port": "8080",
     "X-Forwarded-Prefix": "/evil",
     "X-Real-IP": "203.0.113.9",
+    "X-Forwarded-Ssl": "off",
+    "X-Forwarded-Scheme": "http",
+    "X-Forwarded-Protocol": "http",
+    "X-Forwarded-Server": "evil.example",
+    "X-Url-Scheme": "http",
+    "Front-End-Https": "off",
+    "X-Original-Host": "evil.example",
+    "X-Host": "evil.example",
 }
 # The forwarding headers the edge sets itself, from the connection; the rest never arrive.
 SET_BY_THE_EDGE = {"x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "x-real-ip"}
@@ -20,4 +28,4 @@ SET_BY_THE_EDGE = {"x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "
 def spoofed_values_seen(forwarding: dict[str, str]) -> list[str]:
     """The values of SPOOFED found in what the app saw (its /request-info "forwarding")."""
     seen = " ".join(forwarding.values())
-    return [value for value in ("203.0.113.9", "evil", "8080", "http;") if value in seen]
+    return [value for value in ("203.0.113.9", "evil", "8080", "http;", "off") if value in seen]
