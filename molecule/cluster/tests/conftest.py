@@ -7,7 +7,7 @@ import json
 import re
 import subprocess
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -92,9 +92,11 @@ def under_mixed_load(
     operation: Callable[[], Any],
     min_requests: int = MIN_REQUESTS,
     concurrency: tuple[int, int] = (MIXED_THREADS, MIXED_WEBSOCKETS),
+    beside: Iterable[BackgroundLoad] = (),
 ) -> tuple[OperationRun, Any]:
     """Runs `operation` under the mixed load (every method, and WebSocket sessions) straight
-    at `container`'s published 443, and prints the table, per method."""
+    at `container`'s published 443, and prints the table, per method. The operation phase
+    lasts until this load, and each load running `beside` it, sent `min_requests`."""
     threads, websockets = concurrency
     run, value = measure(
         client_for(container),
@@ -104,6 +106,7 @@ def under_mixed_load(
         make_websocket=websocket_for(container),
         websockets=websockets,
         min_requests=min_requests,
+        beside=beside,
     )
     print("\n" + "\n".join(report_rows(run.phases())))
     return run, value
@@ -130,7 +133,9 @@ def under_two_mixed_loads(
         websockets=SHARED_WEBSOCKETS,
         max_seconds=600,
     ) as beside:
-        run, value = under_mixed_load(first, operation, MIN_EACH, (SHARED_THREADS, SHARED_WEBSOCKETS))
+        run, value = under_mixed_load(
+            first, operation, MIN_EACH, (SHARED_THREADS, SHARED_WEBSOCKETS), beside=(beside,)
+        )
     during = beside.result.between(*run.window)
     print(f"{second}, at the same time:")
     print("\n".join(report_rows([("operation", during, run.seconds["operation"])])))
