@@ -220,9 +220,13 @@ def wrk(url: str, endpoint: Endpoint, seconds: int, connections: int) -> tuple[f
     headers = ["-H", "Host: localhost"] + [arg for header in endpoint.headers for arg in ("-H", header)]
     argv = ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", *headers, url + endpoint.path]
     out = subprocess.run(argv, capture_output=True, text=True, check=True, timeout=seconds + 60).stdout
-    rate = float(re.search(r"Requests/sec:\s+([0-9.]+)", out).group(1))  # type: ignore[union-attr]
-    p50 = _ms(re.search(r"^\s+50%\s+(\S+)$", out, re.M).group(1))  # type: ignore[union-attr]
-    p99 = _ms(re.search(r"^\s+99%\s+(\S+)$", out, re.M).group(1))  # type: ignore[union-attr]
+    found = [
+        re.search(pattern, out, re.M)
+        for pattern in (r"Requests/sec:\s+([0-9.]+)", r"^\s+50%\s+(\S+)\s*$", r"^\s+99%\s+(\S+)\s*$")
+    ]
+    if not all(found):
+        sys.exit(f"bench: wrk's output for {url + endpoint.path} has no rate or latencies:\n{out}")
+    rate, p50, p99 = float(found[0].group(1)), _ms(found[1].group(1)), _ms(found[2].group(1))  # type: ignore[union-attr]
     non_2xx = int(m.group(1)) if (m := re.search(r"Non-2xx or 3xx responses: (\d+)", out)) else 0
     errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
     socket_errors = sum(int(n) for n in errors.groups()) if errors else 0
@@ -323,6 +327,14 @@ def main() -> None:
         for variant in chosen:
             if variant.unit is not None:
                 start(variant, address)
+        # Every worker booted and warm (imports, first connections) before anything counts.
+        for variant in chosen:
+            wrk(
+                f"{'https' if variant.tls else 'http'}://{address}:{variant.port}",
+                ENDPOINTS[0],
+                2,
+                args.connections,
+            )
         for number in range(1, args.rounds + 1):
             print(f"==> bench: round {number} of {args.rounds}", flush=True)
             for endpoint in ENDPOINTS:

@@ -18,8 +18,8 @@ import pytest
 import testinfra
 
 from asgikit_testing.clients import https_client, tls_context
-from asgikit_testing.containers import published_port
-from conftest import CERTIFICATE
+from asgikit_testing.containers import child_pids, main_pid, published_port
+from conftest import CERTIFICATE, SERVICE
 
 HOST = "asgikit-debian12"
 ACCESS_LOG = "/var/log/nginx/refapp.access.log"
@@ -131,3 +131,20 @@ def test_nginx_counts_its_requests_on_a_status_page_only_the_host_reaches(
     assert listening.split()[3] == "127.0.0.1:8091", listening
     # Not through the site: there it is the app's path, which the app does not know.
     assert client.get("/nginx_status").status_code == 404
+
+
+def test_rotating_the_access_log_reopens_it_in_nginx_and_never_signals_the_app(
+    host: Any, client: httpx.Client
+) -> None:
+    """Debian's logrotate rule for nginx's logs, forced: nginx writes to the new file, and
+    the app's master and workers are the same processes (no HUP reached them)."""
+    master = main_pid(host, SERVICE)
+    workers = child_pids(host, master)
+    host.run_test("logrotate --force /etc/logrotate.d/nginx")
+    agent = f"after-rotation-{uuid.uuid4().hex}"
+    assert client.get("/healthz", headers={"User-Agent": agent}).status_code == 200
+    (line,) = log_lines(host, agent)  # in the new file
+    assert line["status"] == 200
+    assert host.file(f"{ACCESS_LOG}.1").exists
+    assert main_pid(host, SERVICE) == master
+    assert child_pids(host, master) == workers
