@@ -6,8 +6,10 @@ release served by simpler stacks, in one run, each variant taken in turn.
 The variants run on the demo container (asgikit-demo), from the release the demo serves, as
 the app user with its environment: naive uvicorn (asyncio, h11) and uvicorn[standard] in one
 process, gunicorn on TCP with 1, cores, 2 x cores + 1 and 4 x cores Uvicorn workers, a
-minimal nginx TLS proxy (no logs, no headers) to the kit's gunicorn socket, and the deployed
-stack itself (nginx, TLS, the kit's gunicorn). Debian's wrk, on this machine, loads each one
+minimal nginx TLS proxy (no logs, no headers) to the kit's gunicorn socket, the deployed
+stack's own nginx configuration less one thing at a time (its access log, its per-client
+limit, the response headers it adds) or with ssl_buffer_size 4k, each on an nginx of its own,
+and the deployed stack itself (nginx, TLS, the kit's gunicorn). Debian's wrk, on this machine, loads each one
 at the container's address (the demo's own network, no port forwarding in between) on four
 endpoints: a tiny JSON answer, a large gzip'd one, an async one that awaits 10 ms, and a
 sync one that burns about 1 ms of CPU. Rounds take the variants in turns; the table gives
@@ -31,6 +33,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -149,8 +152,57 @@ def variants(cores: int) -> list[Variant]:
             as_app=False,
         )
     )
+    for number, (name, _) in enumerate(ABLATIONS, start=1):
+        found.append(
+            Variant(
+                f"the stack, {name}",
+                9450 + number,
+                True,
+                f"stack-{number}",
+                ("nginx", "-c", f"{BENCH_DIR}/stack-{number}/nginx.conf", "-g", "daemon off;"),
+                as_app=False,
+            )
+        )
     found.append(Variant("the deployed stack (nginx, TLS, the kit's gunicorn)", 443, True, None))
     return found
+
+
+# The deployed nginx configuration less one thing, each served by an nginx of its own on
+# another port, to tell what each costs: (what is left out, how the site file is edited).
+ABLATIONS: tuple[tuple[str, Callable[[str], str]], ...] = (
+    ("no access log", lambda site: re.sub(r"\n\s*access_log [^;]*;", "\n    access_log off;", site)),
+    ("no per-client limit", lambda site: re.sub(r"\n\s*limit_conn [^;]*;", "", site)),
+    (
+        "no response headers added",
+        lambda site: re.sub(r"\n\s*add_header [^;]*;", "", site),
+    ),
+    (
+        "ssl_buffer_size 4k",
+        lambda site: site.replace("ssl_certificate ", "ssl_buffer_size 4k;\n    ssl_certificate ", 1),
+    ),
+)
+
+
+def ablated_configs(port_of: Callable[[int], int]) -> dict[str, str]:
+    """The files of each ablation's nginx: the deployed nginx.conf, with its own pid and error
+    log, no status server, and the edited site alone, its HTTPS server on the ablation's port
+    and its HTTP redirect left out. Paths relative to BENCH_DIR."""
+    main = docker_exec("cat", "/etc/nginx/nginx.conf")
+    site = docker_exec("cat", f"/etc/nginx/sites-available/{APP}.conf")
+    site = re.sub(r"\n# Plain HTTP only redirects to HTTPS.\nserver \{.*?\n\}\n", "\n", site, flags=re.S)
+    site = re.sub(r"\n\s*listen \[::\][^;]*;", "", site)
+    files = {}
+    for number, (_, edit) in enumerate(ABLATIONS, start=1):
+        directory = f"{BENCH_DIR}/stack-{number}"
+        mine = re.sub(r"listen \d+ ssl", f"listen {port_of(number)} ssl", edit(site), count=1)
+        conf = re.sub(r"(?m)^pid .*$", f"pid {directory}/nginx.pid;", main)
+        conf = re.sub(r"(?m)^error_log .*$", f"error_log {directory}/error.log;", conf)
+        conf = re.sub(r"\n\s*server \{\n\s*listen 127\.0\.0\.1:.*?\n    \}\n", "\n", conf, flags=re.S)
+        conf = conf.replace("include /etc/nginx/sites-enabled/*;", f"include {directory}/site.conf;")
+        conf = conf.replace("/var/log/nginx/", f"{directory}/")
+        mine = mine.replace("/var/log/nginx/", f"{directory}/")
+        files[f"stack-{number}/nginx.conf"], files[f"stack-{number}/site.conf"] = conf, mine
+    return files
 
 
 MINIMAL_NGINX = """
@@ -314,9 +366,14 @@ def main() -> None:
         "systemctl", "show", f"{APP}.socket", "--property", "Listen", "--value"
     ).split()[0]
     docker_exec("install", "-d", "-m", "0755", BENCH_DIR)
-    config = MINIMAL_NGINX.format(dir=BENCH_DIR, socket=socket_path, app=APP)
-    subprocess.run(["docker", "exec", "-i", CONTAINER, "sh", "-c", f"cat > {BENCH_DIR}/nginx.conf"],
-                   input=config, text=True, check=True)  # fmt: skip
+    files = {"nginx.conf": MINIMAL_NGINX.format(dir=BENCH_DIR, socket=socket_path, app=APP)}
+    files |= ablated_configs(lambda number: 9450 + number)
+    for name, content in files.items():
+        target = f"{BENCH_DIR}/{name}"
+        write = f"mkdir -p $(dirname {target}) && cat > {target}"
+        subprocess.run(
+            ["docker", "exec", "-i", CONTAINER, "sh", "-c", write], input=content, text=True, check=True
+        )
     chosen = variants(cores)
     plan = f"{len(chosen)} variants x {len(ENDPOINTS)} endpoints x {args.rounds} rounds of {args.seconds} s"
     print(

@@ -173,6 +173,36 @@ def test_a_retiring_worker_waits_for_the_peer_to_close_an_idle_connection(kit_se
     assert not alive(pid)
 
 
+def test_a_worker_past_max_requests_is_replaced_at_once_not_when_it_leaves(
+    rendered: Path,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """A worker past max_requests waits, as it retires, for nginx to let go of its idle
+    connections (up to nginx's upstream keepalive_timeout). gunicorn would start its
+    replacement only once it has left; with every worker retiring at once (they reach
+    max_requests together under a heavy load), nothing would accept meanwhile. The master
+    starts the replacement as soon as the worker starts retiring."""
+    for server in _serve(rendered, tmp_path, "--max-requests", "5", "--max-requests-jitter", "0"):
+        with server.connect() as idle:
+            status, _, body = request(idle, "GET", "/runtime")  # nginx's connection, kept idle
+            assert status == 200
+            retiring = int(json.loads(body)["pid"])
+            for _ in range(5):
+                with server.connect() as conn:
+                    request(conn, "GET", "/healthz", close=True)
+            time.sleep(0.5)  # uvicorn looks at its request count every 0.1 s
+            with server.connect() as conn:
+                conn.settimeout(5)
+                started = time.monotonic()
+                status, _, body = request(conn, "GET", "/runtime", close=True)
+                waited = time.monotonic() - started
+            assert status == 200
+            assert int(json.loads(body)["pid"]) != retiring
+            assert alive(retiring), "the retiring worker left: the test proves nothing"
+            print(f"\nanswered by the replacement after {waited:.2f} s, the retiring worker still there")
+            assert waited < 3, f"the request waited {waited:.2f} s"
+
+
 def test_the_stock_worker_closes_an_idle_connection_at_once(stock_server: Server) -> None:
     """The failure the kit's worker removes: a request sent on the idle connection of a
     retiring stock worker gets no answer (nginx would answer a POST with 502)."""

@@ -44,11 +44,24 @@ And when a HUP replaces every worker, the old ones retire only once the new ones
 gunicorn itself signals the old workers right after forking the new ones, so for as long as
 the new ones take to import the app and run its startup, no worker accepts: every request
 waits in the socket's backlog (gunicorn #1199, #1757).
+
+A worker that retires by itself (max_requests) is replaced at once, not when it leaves:
+gunicorn starts a replacement only for a worker that has exited, and this one lingers until
+nginx lets go of its idle connections. Under a heavy load every worker reaches max_requests
+within a second or two of the others, and nothing would accept meanwhile (measured: no
+answer for 26 s, until gunicorn's timeout killed them). So a retiring worker marks its
+heartbeat file (the owner-execute bit of the file it shares with the master alone, which
+goes with it) and wakes the master (SIGCHLD), whose manage_workers() then counts only the
+workers that are not retiring.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
+import signal
+import stat
 import sys
 import time
 from typing import Any, ClassVar
@@ -68,6 +81,8 @@ CONNECTION_CLOSE = (b"connection", b"close")
 HANDSHAKE_POLL_SECONDS = 0.05
 # How often the master looks whether a HUP's new workers serve yet.
 SERVING_POLL_SECONDS = 0.1
+# The mark a retiring worker puts on its heartbeat file: the owner-execute bit.
+RETIRING = stat.S_IXUSR
 
 
 def _handshake_done(protocol: Any) -> bool:
@@ -174,10 +189,15 @@ def _websocket_protocol() -> Any:
 class DrainingServer(Server):  # type: ignore[misc]
     """uvicorn's Server, marking the state its connections share as retiring before it shuts
     down: DrainingHTTPProtocol.draining reads it, for the connections shutdown() reaches and
-    for those whose protocol starts after that (module docstring, 6)."""
+    for those whose protocol starts after that (module docstring, 6). `on_retire` runs as
+    the shutdown starts."""
+
+    on_retire: Any = None
 
     async def shutdown(self, sockets: Any = None) -> None:
         self.server_state.draining = True
+        if self.on_retire is not None:
+            self.on_retire()
         await super().shutdown(sockets)
 
 
@@ -195,10 +215,18 @@ class DrainingUvicornWorker(UvicornWorker):  # type: ignore[misc]
         super().__init__(*args, **kwargs)
         self.config.timeout_graceful_shutdown = self.cfg.graceful_timeout
 
+    def mark_retiring(self) -> None:
+        """Tells the master this worker retires, so that it starts a replacement now (module
+        docstring): the mark on the heartbeat file, then a SIGCHLD that wakes its loop."""
+        with contextlib.suppress(OSError, ValueError):
+            os.fchmod(self.tmp.fileno(), os.fstat(self.tmp.fileno()).st_mode | RETIRING)
+            os.kill(self.ppid, signal.SIGCHLD)
+
     async def _serve(self) -> None:
         """UvicornWorker._serve (uvicorn-worker 0.4.0) with DrainingServer."""
         self.config.app = self.wsgi
         server = DrainingServer(config=self.config)
+        server.on_retire = self.mark_retiring
         self._install_sigquit_handler()
         await server.serve(sockets=self.sockets)
         if not server.started:
@@ -217,6 +245,14 @@ def _serving(worker: Any) -> bool:
         return False
 
 
+def _retiring(worker: Any) -> bool:
+    """Whether a worker has marked its heartbeat file as retiring (mark_retiring)."""
+    try:
+        return bool(os.fstat(worker.tmp.fileno()).st_mode & RETIRING)
+    except (OSError, ValueError):  # the worker is gone and its file closed
+        return False
+
+
 def retire_old_workers_once_new_ones_serve(arbiter: Any) -> None:
     """Makes the master's manage_workers() wait, before it signals the workers beyond the
     configured count (the old ones, after a HUP), until the newest ones serve, or for
@@ -226,14 +262,26 @@ def retire_old_workers_once_new_ones_serve(arbiter: Any) -> None:
     own reload() then waits for the old workers to exit, as before."""
     arbiter_class = type(arbiter)
 
+    def working() -> list[Any]:
+        return [worker for worker in arbiter.WORKERS.values() if not _retiring(worker)]
+
     def manage_workers() -> None:
         deadline = time.monotonic() + arbiter.cfg.timeout
-        while len(arbiter.WORKERS) > arbiter.num_workers and time.monotonic() < deadline:
-            newest = sorted(arbiter.WORKERS.values(), key=lambda worker: worker.age)[-arbiter.num_workers :]
+        while len(working()) > arbiter.num_workers and time.monotonic() < deadline:
+            newest = sorted(working(), key=lambda worker: worker.age)[-arbiter.num_workers :]
             if all(_serving(worker) for worker in newest):
                 break
             arbiter.reap_workers()
             time.sleep(SERVING_POLL_SECONDS)
-        arbiter_class.manage_workers(arbiter)
+        # gunicorn's own bookkeeping (spawn up to the count, signal the oldest beyond it) over
+        # the workers that are not retiring; the retiring ones are back in WORKERS before
+        # anything reaps them, so their exit and gunicorn's timeout still apply to them.
+        retiring = {pid: worker for pid, worker in arbiter.WORKERS.items() if _retiring(worker)}
+        for pid in retiring:
+            del arbiter.WORKERS[pid]
+        try:
+            arbiter_class.manage_workers(arbiter)
+        finally:
+            arbiter.WORKERS.update(retiring)
 
     arbiter.manage_workers = manage_workers
