@@ -56,6 +56,7 @@ class Endpoint:
     headers: tuple[str, ...] = ()
 
 
+STACK_PORT = 443
 ENDPOINTS = (
     Endpoint("tiny JSON", "/healthz"),
     Endpoint("large, gzip'd", "/large", ("Accept-Encoding: gzip",)),
@@ -163,7 +164,7 @@ def variants(cores: int) -> list[Variant]:
                 as_app=False,
             )
         )
-    found.append(Variant("the deployed stack (nginx, TLS, the kit's gunicorn)", 443, True, None))
+    found.append(Variant("the deployed stack (nginx, TLS, the kit's gunicorn)", STACK_PORT, True, None))
     return found
 
 
@@ -176,6 +177,7 @@ ABLATIONS: tuple[tuple[str, Callable[[str], str]], ...] = (
         "no response headers added",
         lambda site: re.sub(r"\n\s*add_header [^;]*;", "", site),
     ),
+    ("no forwarding headers cleared", lambda site: re.sub(r'\n\s*proxy_set_header [\w-]+ "";', "", site)),
     (
         "ssl_buffer_size 4k",
         lambda site: site.replace("ssl_certificate ", "ssl_buffer_size 4k;\n    ssl_certificate ", 1),
@@ -358,7 +360,19 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="rounds over every variant (default 3)")
     parser.add_argument("--connections", type=int, default=64, help="wrk's connections (default 64)")
     parser.add_argument("--deploys", action="store_true", help="also time a code-only deploy and a no-op run")
+    parser.add_argument(
+        "--endpoint", action="append", default=[], help="only the endpoints whose name has this (repeatable)"
+    )
+    parser.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        help="only the variants whose name has this, and the deployed stack (repeatable)",
+    )
     args = parser.parse_args()
+    endpoints = [e for e in ENDPOINTS if not args.endpoint or any(w in e.name for w in args.endpoint)]
+    if not endpoints:
+        parser.error(f"--endpoint: none of {[e.name for e in ENDPOINTS]} has {args.endpoint}")
 
     address = container_address()
     cores = int(docker_exec("nproc"))
@@ -374,8 +388,12 @@ def main() -> None:
         subprocess.run(
             ["docker", "exec", "-i", CONTAINER, "sh", "-c", write], input=content, text=True, check=True
         )
-    chosen = variants(cores)
-    plan = f"{len(chosen)} variants x {len(ENDPOINTS)} endpoints x {args.rounds} rounds of {args.seconds} s"
+    chosen = [
+        v
+        for v in variants(cores)
+        if v.port == STACK_PORT or not args.variant or any(w in v.name for w in args.variant)
+    ]
+    plan = f"{len(chosen)} variants x {len(endpoints)} endpoints x {args.rounds} rounds of {args.seconds} s"
     print(
         f"==> bench: {CONTAINER} ({address}), {cores} cores; {plan}, wrk -t1 -c{args.connections}", flush=True
     )
@@ -388,13 +406,13 @@ def main() -> None:
         for variant in chosen:
             wrk(
                 f"{'https' if variant.tls else 'http'}://{address}:{variant.port}",
-                ENDPOINTS[0],
+                endpoints[0],
                 2,
                 args.connections,
             )
         for number in range(1, args.rounds + 1):
             print(f"==> bench: round {number} of {args.rounds}", flush=True)
-            for endpoint in ENDPOINTS:
+            for endpoint in endpoints:
                 for variant in chosen:
                     url = f"{'https' if variant.tls else 'http'}://{address}:{variant.port}"
                     rate, p50, p99, non_2xx, errors = wrk(url, endpoint, args.seconds, args.connections)
