@@ -15,7 +15,10 @@ endpoints: a tiny JSON answer, a large gzip'd one, an async one that awaits 10 m
 sync one that burns about 1 ms of CPU. Rounds take the variants in turns; the table gives
 each one's median requests/s, its p50 and p99 latency, and its ratio to the deployed stack.
 The same goes to .cache/bench/bench-<time>.json. With --deploys, it also times a code-only
-deploy.yml on the demo host and a site.yml run that changes nothing.
+deploy.yml on the demo host and a site.yml run that changes nothing. Last, the app alone,
+in-process (scripts/app_profile.py): its CPU time per request of each endpoint, against what a
+request costs the machine in the stack, and for a large payload what its JSON encoding and its
+gzip take.
 
 The load generator shares the machine's cores with the server, so compare ratios measured
 in one run, not figures between runs or machines.
@@ -47,6 +50,8 @@ APP = "refapp"
 INVENTORY = "inventories/demo/hosts.yml"
 UNIT_PREFIX = "asgikit-bench-"
 BENCH_DIR = "/run/asgikit-bench"
+PYTHON = f"/opt/{APP}/current/venv/bin/python"
+MODULE = "refapp.main:app"
 
 
 @dataclass(frozen=True)
@@ -57,6 +62,7 @@ class Endpoint:
 
 
 STACK_PORT = 443
+STACK_NAME = "the deployed stack (nginx, TLS, the kit's gunicorn)"
 ENDPOINTS = (
     Endpoint("tiny JSON", "/healthz"),
     Endpoint("large, gzip'd", "/large", ("Accept-Encoding: gzip",)),
@@ -110,8 +116,7 @@ def service_property(name: str) -> str:
 
 
 def variants(cores: int) -> list[Variant]:
-    python = f"/opt/{APP}/current/venv/bin/python"
-    module = "refapp.main:app"
+    python, module = PYTHON, MODULE
     uvicorn = (python, "-P", "-m", "uvicorn", module, "--host", "0.0.0.0", "--no-access-log")
     found = [
         Variant("uvicorn (asyncio, h11), 1 process", 9001, False, "uvicorn-naive",
@@ -164,7 +169,7 @@ def variants(cores: int) -> list[Variant]:
                 as_app=False,
             )
         )
-    found.append(Variant("the deployed stack (nginx, TLS, the kit's gunicorn)", STACK_PORT, True, None))
+    found.append(Variant(STACK_NAME, STACK_PORT, True, None))
     return found
 
 
@@ -232,18 +237,44 @@ http {{
 """
 
 
+def as_the_app() -> list[str]:
+    """systemd-run's properties that run a command as the app's service does: its user and
+    group, its environment file and its working directory."""
+    return [
+        f"--property=User={APP}",
+        f"--property=Group={APP}",
+        f"--property=EnvironmentFile={service_property('EnvironmentFiles').split()[0]}",
+        f"--property=WorkingDirectory=-{service_property('WorkingDirectory').lstrip('!-')}",
+    ]
+
+
+def app_profile(endpoints: list[Endpoint], rows: list[dict[str, object]], cores: int) -> dict[str, object]:
+    """scripts/app_profile.py with the release's python, as the app: the app's own CPU time per
+    request of each endpoint, and its share of what a request costs the machine in the
+    deployed stack (the cores' time over the stack's requests/s, the load generator's part
+    included)."""
+    script = (REPO / "scripts" / "app_profile.py").read_text()
+    argv = ["docker", "exec", "-i", CONTAINER, "systemd-run", "--wait", "--pipe", "--quiet", *as_the_app(),
+            "--", PYTHON, "-P", "-", MODULE, *(e.path for e in endpoints)]  # fmt: skip
+    found = json.loads(subprocess.run(argv, input=script, capture_output=True, text=True, check=True).stdout)
+    print("\nthe app alone, in-process, CPU ms per request, and its share of the machine's in the stack")
+    for endpoint in endpoints:
+        mine = found[endpoint.path]
+        stack = next(r for r in rows if r["endpoint"] == endpoint.name and r["variant"] == STACK_NAME)
+        machine_ms = cores * 1000 / float(stack["requests_per_second"])  # type: ignore[arg-type]
+        mine["machine ms in the stack"] = round(machine_ms, 3)
+        parts = ", ".join(f"{key} {value}" for key, value in mine.items() if key != "request")
+        print(f"  {endpoint.name:<24}{mine['request']:>7.3f} ({mine['request'] / machine_ms:.0%}); {parts}")
+    return found
+
+
 def start(variant: Variant, address: str) -> None:
     assert variant.unit is not None
     unit = UNIT_PREFIX + variant.unit
     docker_exec("systemctl", "stop", unit, check=False)
     properties = ["--property=KillMode=mixed", "--collect"]
     if variant.as_app:
-        properties += [
-            f"--property=User={APP}",
-            f"--property=Group={APP}",
-            f"--property=EnvironmentFile={service_property('EnvironmentFiles').split()[0]}",
-            f"--property=WorkingDirectory=-{service_property('WorkingDirectory').lstrip('!-')}",
-        ]
+        properties += as_the_app()
     docker_exec("systemd-run", f"--unit={unit}", *properties, "--", *variant.command)
     deadline = time.monotonic() + 60
     while True:
@@ -426,6 +457,7 @@ def main() -> None:
         "settings": vars(args),
         "medians": rows,
         "samples": [asdict(s) for s in samples],
+        "app_in_process": app_profile(endpoints, rows, cores),
     }
     if args.deploys:
         speeds = deploy_speed()

@@ -224,10 +224,11 @@ def test_env_file_is_0640_root_and_app_group_with_settings_and_secrets(host: Any
     assert 'REFAPP_SECRET_TOKEN="molecule-secret-canary"' in content
 
 
-def test_systemd_security_exposure_is_at_most_2(host: Any) -> None:
+def test_systemd_security_exposure_is_at_most_2(host: Any, record_property: Any) -> None:
     report = host.check_output(f"systemd-analyze security {SERVICE}")
     match = re.search(r"Overall exposure level for \S+: ([0-9.]+)", report)
     assert match, report
+    record_property("figure", f"systemd-analyze security {SERVICE}: {match.group(1)}")
     assert float(match.group(1)) <= 2.0, report
 
 

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import json
 import subprocess
+from collections import Counter
 from pathlib import Path
+from typing import Any
 
 from asgikit_testing.containers import published_port
 
@@ -19,7 +21,7 @@ EXEMPT = {"cert_chain_of_trust", "cert_revocation"}
 SEVERE = {"MEDIUM", "HIGH", "CRITICAL"}
 
 
-def test_testssl_finds_nothing_of_medium_severity_or_worse(tmp_path: Path) -> None:
+def test_testssl_finds_nothing_of_medium_severity_or_worse(tmp_path: Path, record_property: Any) -> None:
     report = tmp_path / "testssl.json"
     # The site's name at 127.0.0.1 (the published port), as a browser asks for it.
     argv = ["testssl", "--quiet", "--warnings", "off", "--color", "0", "--ip", "127.0.0.1"]
@@ -31,4 +33,12 @@ def test_testssl_finds_nothing_of_medium_severity_or_worse(tmp_path: Path) -> No
     # A whole scan, not a connection that failed early.
     assert {"TLS1_2", "TLS1_3", "cipher_order", "HSTS_time", "heartbleed", "BREACH"} <= ids, sorted(ids)
     severe = [f for f in findings if f["severity"] in SEVERE and f["id"] not in EXEMPT]
+    counts = Counter(f["severity"] for f in findings)
+    exempt = sorted(f["id"] for f in findings if f["severity"] in SEVERE and f["id"] in EXEMPT)
+    record_property(
+        "figure",
+        f"testssl on {HOST}: {len(findings)} checks, "
+        + ", ".join(f"{severity} {counts[severity]}" for severity in sorted(counts))
+        + f"; exempt: {', '.join(exempt) or 'none'}",
+    )
     assert not severe, json.dumps(severe, indent=1)
