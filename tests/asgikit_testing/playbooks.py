@@ -76,15 +76,21 @@ class Started:
         return Run(self._process.returncode, output, time.monotonic() - self._started)
 
 
-def scenario_start(name: str, *args: str) -> Started:
-    """Starts playbooks/<name>.yml against the running Molecule scenario's inventory, keeping
-    the scenario's ANSIBLE_* settings (roles path, collections), without colour."""
-    inventory = Path(os.environ["MOLECULE_INVENTORY_FILE"]).parent
+def scenario_inventory() -> Path:
+    """The running Molecule scenario's inventory directory (its hosts, group_vars and host_vars)."""
+    return Path(os.environ["MOLECULE_INVENTORY_FILE"]).parent
+
+
+def scenario_start(name: str, *args: str, inventory: Path | None = None) -> Started:
+    """Starts playbooks/<name>.yml against the running Molecule scenario's inventory (or
+    another), keeping the scenario's ANSIBLE_* settings (roles path, collections), without
+    colour."""
+    inventory = inventory or scenario_inventory()
     env = {**os.environ, "ANSIBLE_NOCOLOR": "1", "ANSIBLE_FORCE_COLOR": "0"}
     argv = ["ansible-playbook", "-i", str(inventory), str(REPO / "playbooks" / f"{name}.yml"), *args]
     return Started(argv, env)
 
 
-def scenario_run(name: str, *args: str, timeout: float = 900) -> Run:
+def scenario_run(name: str, *args: str, timeout: float = 900, inventory: Path | None = None) -> Run:
     """Runs playbooks/<name>.yml as scenario_start does, and waits for it."""
-    return scenario_start(name, *args).finish(timeout)
+    return scenario_start(name, *args, inventory=inventory).finish(timeout)

@@ -5,18 +5,22 @@ each app host by its own name, so no app host can pass for another."""
 from __future__ import annotations
 
 import re
+import shutil
 import subprocess
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+import yaml
 
 from asgikit_testing.abuse import flood, get_from, slowloris
 from asgikit_testing.containers import published_port
 from asgikit_testing.forwarding import SET_BY_THE_EDGE, SPOOFED, spoofed_values_seen
+from asgikit_testing.playbooks import scenario_inventory, scenario_run
 from conftest import APP_HOSTS, BALANCER, balancer_servers, testinfra_hosts
 
 __all__ = ["testinfra_hosts"]  # testinfra reads it from the test module
@@ -164,3 +168,37 @@ def test_slowloris_connections_are_cut_off_by_the_balancer_after_the_header_time
     assert all(closed is not None for closed in results), results
     assert min(results) >= HEADER_TIMEOUT - 1, results
     assert max(results) < HEADER_TIMEOUT + 5, results
+
+
+def _without(node: Any, name: str) -> Any:
+    """An inventory's YAML without the host `name`, wherever it is listed."""
+    if isinstance(node, dict):
+        return {key: _without(value, name) for key, value in node.items() if key != name}
+    return node
+
+
+def test_an_app_host_removed_from_the_inventory_leaves_the_balancers_rotation(
+    host: Any, tmp_path: Path
+) -> None:
+    """site.yml run with an inventory that no longer lists an app host takes it out of the
+    balancer's servers (nothing of it is left behind to keep it in rotation), and the
+    inventory as it was brings it back, checked up."""
+    removed = APP_HOSTS[1]
+    inventory = tmp_path / "inventory"
+    shutil.copytree(scenario_inventory(), inventory)
+    hosts_file = inventory / "ansible_inventory.yml"
+    listed = yaml.safe_load(hosts_file.read_text())
+    hosts_file.write_text(yaml.safe_dump(_without(listed, removed)))
+    assert removed not in hosts_file.read_text()
+    assert set(balancer_servers(host)) == set(APP_HOSTS)
+    try:
+        run = scenario_run("site", "--limit", BALANCER, inventory=inventory)
+        assert run.returncode == 0, run.output[-3000:]
+        assert run.recap(BALANCER)["changed"] > 0
+        assert set(balancer_servers(host)) == {APP_HOSTS[0]}
+        assert removed not in host.file("/etc/haproxy/haproxy.cfg").content_string
+    finally:
+        back = scenario_run("site", "--limit", BALANCER)
+    assert back.returncode == 0, back.output[-3000:]
+    assert set(balancer_servers(host)) == set(APP_HOSTS)
+    assert _wait_for_status(host, removed, "UP")["check_status"] == "L7OK"
