@@ -158,6 +158,49 @@ def test_git_credentials_reach_the_server_but_never_the_command_line_or_the_cach
     assert build.url_secrets(source) == ["s3cret!", "s3cret%21"]
 
 
+def test_index_credentials_reach_the_index_but_never_the_command_line_or_the_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A user:token in asgi_app_index_url goes to pip through its environment on the
+    controller alone: the index gets it, the process list (argv) and the error never do."""
+    seen: list[str | None] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            seen.append(self.headers.get("Authorization"))
+            self.send_error(404)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    argvs: list[list[str]] = []
+    real_run = subprocess.run
+
+    def recording_run(argv: list[str], *args: Any, **kwargs: Any) -> Any:
+        argvs.append(list(argv))
+        return real_run(argv, *args, **kwargs)
+
+    monkeypatch.setattr(build.subprocess, "run", recording_run)
+    requirements = tmp_path / "requirements.txt"
+    requirements.write_text("six==1.16.0\n")
+    index = f"http://deploy:s3cret@127.0.0.1:{server.server_port}/simple/"
+    try:
+        with pytest.raises(build.BuildError) as error:
+            build.download(
+                requirements, tmp_path / "wheels", PLATFORM, {"PIP_INDEX_URL": index}, "x", hashed=False
+            )
+    finally:
+        server.shutdown()
+    assert "asgi_app_source" in str(error.value)
+    assert "s3cret" not in str(error.value)
+    assert seen, "pip never reached the index"
+    assert "Basic " + base64.b64encode(b"deploy:s3cret").decode() in seen
+    assert argvs, "pip never ran"
+    assert not [argv for argv in argvs if "s3cret" in " ".join(argv)]
+
+
 def test_only_the_secret_of_a_git_url_is_masked_and_the_users_git_settings_stay(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
