@@ -71,7 +71,13 @@ class Started:
         return self._process.poll() is None
 
     def finish(self, timeout: float = 900) -> Run:
-        output, _ = self._process.communicate(timeout=timeout)
+        try:
+            output, _ = self._process.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            # Nothing of a run that overran may go on beside what comes next.
+            self._process.kill()
+            self._process.communicate()
+            raise
         keep_output(self._argv, output)
         return Run(self._process.returncode, output, time.monotonic() - self._started)
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import http.server
 import json
+import os
 import subprocess
 import tarfile
 import threading
@@ -183,8 +184,13 @@ def test_index_credentials_reach_the_index_but_never_the_command_line_or_the_err
         return real_run(argv, *args, **kwargs)
 
     monkeypatch.setattr(build.subprocess, "run", recording_run)
+    # pip asks this index alone: none of the machine's pip settings, proxies or other indexes.
+    monkeypatch.setenv("PIP_CONFIG_FILE", os.devnull)
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    for name in ("PIP_FIND_LINKS", "PIP_EXTRA_INDEX_URL", "PIP_NO_INDEX", "http_proxy", "HTTP_PROXY"):
+        monkeypatch.delenv(name, raising=False)
     requirements = tmp_path / "requirements.txt"
-    requirements.write_text("six==1.16.0\n")
+    requirements.write_text("asgikit-index-probe==0.0.0\n")
     index = f"http://deploy:s3cret@127.0.0.1:{server.server_port}/simple/"
     try:
         with pytest.raises(build.BuildError) as error:
