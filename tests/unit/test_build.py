@@ -11,6 +11,8 @@ import os
 import subprocess
 import tarfile
 import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -115,17 +117,23 @@ def test_credentials_in_urls_never_reach_messages() -> None:
     assert "s3cret" not in str(error.value)
 
 
-def test_git_credentials_reach_the_server_but_never_the_command_line_or_the_cache(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A user:token in a git+https source goes to git as an Authorization header for that
-    origin, through the environment: not in argv (which every local user can read in the
-    process list), not in the error, not in any file git keeps."""
-    seen: list[str | None] = []
+@dataclass
+class Witness:
+    """A local HTTP server that answers 404 to everything and keeps each request's
+    Authorization header, and the argv of every command the build module ran meanwhile."""
+
+    port: int
+    authorizations: list[str | None]
+    argvs: list[list[str]]
+
+
+@pytest.fixture
+def witness(monkeypatch: pytest.MonkeyPatch) -> Iterator[Witness]:
+    seen = Witness(0, [], [])
 
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_GET(self) -> None:
-            seen.append(self.headers.get("Authorization"))
+            seen.authorizations.append(self.headers.get("Authorization"))
             self.send_error(404)
 
         def log_message(self, *args: Any) -> None:
@@ -133,20 +141,28 @@ def test_git_credentials_reach_the_server_but_never_the_command_line_or_the_cach
 
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    argvs: list[list[str]] = []
+    seen.port = server.server_port
     real_run = subprocess.run
 
     def recording_run(argv: list[str], *args: Any, **kwargs: Any) -> Any:
-        argvs.append(list(argv))
+        seen.argvs.append(list(argv))
         return real_run(argv, *args, **kwargs)
 
     monkeypatch.setattr(build.subprocess, "run", recording_run)
-    source = f"git+http://deploy:s3cret%21@127.0.0.1:{server.server_port}/app.git@v1"
-    try:
-        with pytest.raises(build.BuildError) as error:
-            build.build_source(source, tmp_path / "cache", SERVER, "python", [], {})
-    finally:
-        server.shutdown()
+    yield seen
+    server.shutdown()
+
+
+def test_git_credentials_reach_the_server_but_never_the_command_line_or_the_cache(
+    tmp_path: Path, witness: Witness
+) -> None:
+    """A user:token in a git+https source goes to git as an Authorization header for that
+    origin, through the environment: not in argv (which every local user can read in the
+    process list), not in the error, not in any file git keeps."""
+    seen, argvs = witness.authorizations, witness.argvs
+    source = f"git+http://deploy:s3cret%21@127.0.0.1:{witness.port}/app.git@v1"
+    with pytest.raises(build.BuildError) as error:
+        build.build_source(source, tmp_path / "cache", SERVER, "python", [], {})
     assert "cannot fetch ref 'v1'" in str(error.value)
     assert "s3cret" not in str(error.value)
     assert seen, "git never reached the server"
@@ -160,30 +176,11 @@ def test_git_credentials_reach_the_server_but_never_the_command_line_or_the_cach
 
 
 def test_index_credentials_reach_the_index_but_never_the_command_line_or_the_error(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, witness: Witness
 ) -> None:
     """A user:token in asgi_app_index_url goes to pip through its environment on the
     controller alone: the index gets it, the process list (argv) and the error never do."""
-    seen: list[str | None] = []
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            seen.append(self.headers.get("Authorization"))
-            self.send_error(404)
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    argvs: list[list[str]] = []
-    real_run = subprocess.run
-
-    def recording_run(argv: list[str], *args: Any, **kwargs: Any) -> Any:
-        argvs.append(list(argv))
-        return real_run(argv, *args, **kwargs)
-
-    monkeypatch.setattr(build.subprocess, "run", recording_run)
+    seen, argvs = witness.authorizations, witness.argvs
     # pip asks this index alone: none of the machine's pip settings, proxies or other indexes.
     monkeypatch.setenv("PIP_CONFIG_FILE", os.devnull)
     monkeypatch.setenv("NO_PROXY", "127.0.0.1")
@@ -191,14 +188,11 @@ def test_index_credentials_reach_the_index_but_never_the_command_line_or_the_err
         monkeypatch.delenv(name, raising=False)
     requirements = tmp_path / "requirements.txt"
     requirements.write_text("asgikit-index-probe==0.0.0\n")
-    index = f"http://deploy:s3cret@127.0.0.1:{server.server_port}/simple/"
-    try:
-        with pytest.raises(build.BuildError) as error:
-            build.download(
-                requirements, tmp_path / "wheels", PLATFORM, {"PIP_INDEX_URL": index}, "x", hashed=False
-            )
-    finally:
-        server.shutdown()
+    index = f"http://deploy:s3cret@127.0.0.1:{witness.port}/simple/"
+    with pytest.raises(build.BuildError) as error:
+        build.download(
+            requirements, tmp_path / "wheels", PLATFORM, {"PIP_INDEX_URL": index}, "x", hashed=False
+        )
     assert "asgi_app_source" in str(error.value)
     assert "s3cret" not in str(error.value)
     assert seen, "pip never reached the index"
